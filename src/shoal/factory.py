@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from shoal.cache import Cache
     from shoal.embedding import EmbeddingProvider
     from shoal.log import Log
+    from shoal.ratelimit import RateLimiter
     from shoal.records import RecordStore
     from shoal.settings import Settings
     from shoal.vectors import VectorStore
@@ -107,6 +108,15 @@ def make_bus(url: str) -> Bus:
     if scheme in {"redis", "rediss", "unix"}:
         return _load("shoal.bus.redis", "RedisBus")(url)  # type: ignore[no-any-return]
     raise ConfigurationError(f"unsupported bus URL scheme {scheme!r} (use memory:// or redis://)")
+
+
+def make_rate_limiter(settings: Settings) -> RateLimiter:
+    """Inbound per-client limiter: in-process, or shared by every API process through Redis."""
+    url = settings.cache_url
+    rate, burst = settings.rate_limit_per_s, settings.rate_limit_burst
+    if _scheme(url) in {"redis", "rediss", "unix"}:
+        return _load("shoal.ratelimit", "RedisRateLimiter")(url, rate=rate, burst=burst)  # type: ignore[no-any-return]
+    return _load("shoal.ratelimit", "MemoryRateLimiter")(rate=rate, burst=burst)  # type: ignore[no-any-return]
 
 
 def make_embedding_provider(settings: Settings, spec: str | None = None) -> EmbeddingProvider:

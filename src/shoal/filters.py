@@ -17,7 +17,7 @@ from typing import Annotated, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Scalar = Union[str, int, bool]
+Scalar = str | int | bool
 
 
 class _Strict(BaseModel):

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     optimize_interval_s: float = Field(5.0, gt=0)
     drain_timeout_s: float = Field(20.0, gt=0)
 
+    # -- inbound rate limit (per client; shared through Redis when the cache URL is Redis) -------
+    rate_limit_per_s: float = Field(100.0, gt=0, description="requests per second per client")
+    rate_limit_burst: int | None = Field(None, ge=1, description="bucket size; defaults to one second's worth")
+
     # -- auth (enforced by the tweet-stream issue; the refusal to listen publicly starts here) ---
     api_keys: list[SecretStr] = Field(default_factory=list)
     admin_api_keys: list[SecretStr] = Field(default_factory=list)

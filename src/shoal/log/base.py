@@ -57,6 +57,10 @@ class Consumer(abc.ABC):
         """Mark ``messages`` (and everything before them in their partitions) as processed."""
 
     @abc.abstractmethod
+    async def rewind(self, messages: Sequence[Message]) -> None:
+        """Hand ``messages`` out again on the next ``poll`` (a failed batch is retried)."""
+
+    @abc.abstractmethod
     async def lag(self) -> int:
         """Messages appended but not yet committed by this group."""
 

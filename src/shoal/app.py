@@ -1,0 +1,181 @@
+"""The app factory and its lifespan: one ``AsyncExitStack`` opens every backend, feature and
+worker, and closes them in reverse order (draining in-flight work) at shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import structlog
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import ORJSONResponse
+
+from shoal import factory
+from shoal.api import embeddings, errors, ops, records
+from shoal.collections import Collections
+from shoal.embedding.engine import EmbeddingEngine
+from shoal.feature import Feature
+from shoal.ingest import Ingestor
+from shoal.metrics import Metrics
+from shoal.pipeline.indexer import IndexProcessor
+from shoal.pipeline.optimizer import Optimizer
+from shoal.pipeline.processor import Processor, ProcessorRunner
+from shoal.services import Services
+from shoal.settings import Settings
+from shoal.tasks import TaskSet
+from shoal.telemetry import BodyLimit, RequestContext
+
+logger = structlog.get_logger(__name__)
+
+
+class CoreFeature(Feature):
+    """Collections, records, search, embeddings and the indexer."""
+
+    name = "core"
+
+    def routers(self) -> Sequence[APIRouter]:
+        return (records.router, embeddings.router)
+
+    async def start(self, services: Services, stack: AsyncExitStack) -> None:
+        self.optimizer = Optimizer(services.vectors, services.settings.optimize_interval_s)
+        services.tasks.spawn(self.optimizer.run(), name="optimizer")
+
+    def processors(self, services: Services) -> Sequence[Processor]:
+        return (IndexProcessor(services, batch_size=services.settings.ingest_batch_size, on_write=self.optimizer.mark),)
+
+
+def default_features() -> list[Feature]:
+    return [CoreFeature()]
+
+
+async def open_services(settings: Settings, stack: AsyncExitStack, metrics: Metrics | None = None) -> Services:
+    """Open every backend on ``stack`` and return them wired together (used by the app and the CLI)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    metrics = metrics or Metrics()
+    tasks = await stack.enter_async_context(TaskSet())
+    log = await stack.enter_async_context(
+        factory.make_log(settings.resolved_log_url, partitions=settings.log_partitions)
+    )
+    record_store = await stack.enter_async_context(factory.make_record_store(settings.resolved_database_url))
+    vectors = await stack.enter_async_context(factory.make_vector_store(settings.resolved_vector_url))
+    cache = await stack.enter_async_context(factory.make_cache(settings.cache_url, ttl=settings.embed_cache_ttl_s, prefix="shoal:c:"))
+    bus = await stack.enter_async_context(factory.make_bus(settings.bus_url))
+    l2 = await stack.enter_async_context(
+        factory.make_cache(settings.embedding_cache_url, ttl=settings.embed_cache_ttl_s, prefix="shoal:emb:")
+    )
+    provider = await stack.enter_async_context(factory.make_embedding_provider(settings))
+    engine = await stack.enter_async_context(
+        EmbeddingEngine(
+            provider,
+            l2=l2,
+            l1_size=settings.embed_cache_size,
+            ttl=settings.embed_cache_ttl_s,
+            batch_size=settings.embed_batch_size,
+            max_wait_ms=settings.embed_max_wait_ms,
+            queue_size=settings.embed_queue_size,
+        )
+    )
+    limiter = await stack.enter_async_context(factory.make_rate_limiter(settings))
+    collections = Collections(record_store, vectors, model=engine.model_id, dim=engine.dim)
+    await collections.load()
+    services = Services(
+        settings=settings,
+        metrics=metrics,
+        log=log,
+        records=record_store,
+        vectors=vectors,
+        cache=cache,
+        bus=bus,
+        engine=engine,
+        limiter=limiter,
+        collections=collections,
+        ingest=Ingestor(log, bus),
+        tasks=tasks,
+    )
+    _register_gauges(services)
+    return services
+
+
+def _register_gauges(services: Services) -> None:
+    metrics, engine = services.metrics, services.engine
+
+    async def refresh() -> None:
+        stats = engine.stats()
+        metrics.embed_queue_depth.set(stats["queue_depth"])
+        metrics.embed_throughput.set(stats["throughput"])
+        metrics.cache_hits.labels("l1").set(stats["hits_l1"])
+        metrics.cache_hits.labels("l2").set(stats["hits_l2"])
+        metrics.cache_misses.set(stats["misses"])
+        lookups = stats["hits_l1"] + stats["hits_l2"] + stats["misses"]
+        metrics.cache_hit_ratio.set((stats["hits_l1"] + stats["hits_l2"]) / lookups if lookups else 0.0)
+        metrics.log_lag.labels("records", "indexer").set(await services.log.lag("records", "indexer"))
+        for collection in services.collections.list():
+            st = await services.records.stats(collection.name)
+            for status_name, value in (("embedded", st.embedded), ("pending", st.pending), ("failed", st.failed)):
+                metrics.collection_records.labels(collection.name, status_name).set(value)
+            current = st.models.get(collection.model, 0)
+            metrics.collection_coverage.labels(collection.name).set(current / st.total if st.total else 1.0)
+
+    metrics.on_scrape(refresh)
+
+
+def create_app(settings: Settings | None = None, features: Sequence[Feature] | None = None) -> FastAPI:
+    """Build the ASGI app. Settings come from the environment when not given."""
+    settings = settings or Settings()
+    features = list(features) if features is not None else default_features()
+    if not any(isinstance(f, CoreFeature) for f in features):
+        features.insert(0, CoreFeature())
+    metrics = Metrics()
+    serves_api = settings.role in ("all", "api")
+    runs_workers = settings.role in ("all", "worker")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            services = await open_services(settings, stack, metrics)
+            services.extras["_features"] = {f.name: f for f in features}
+            for feature in features:
+                await feature.start(services, stack)
+            if serves_api:
+                services.tasks.spawn(services.ingest.listen(), name="ingest-waiters")
+                await services.ingest.listening()
+            if runs_workers:
+                processors = [p for f in features for p in f.processors(services)]
+                # Entered last, so it is closed first: current batches finish and commit before
+                # the stores they write to close.
+                await stack.enter_async_context(ProcessorRunner(services.log, processors))
+            app.state.services = services
+            logger.info("shoal started", role=settings.role, model=services.engine.model_id)
+            yield
+            logger.info("shoal draining")
+
+    app = FastAPI(
+        title="Shoal",
+        version=_version(),
+        summary="Live text streams into meaning: embeddings, search, live similar items, insights, RAG.",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    errors.install(app)
+    install_auth(app, settings)
+    app.include_router(ops.router)
+    if serves_api:
+        for feature in features:
+            for router in feature.routers():
+                app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext, metrics=metrics)
+    return app
+
+
+def install_auth(app: FastAPI, settings: Settings) -> None:
+    """Authentication for every route but /health (owned by the auth module; see shoal/auth.py)."""
+    from shoal import auth
+
+    auth.install(app, settings)
+
+
+def _version() -> str:
+    from shoal import __version__
+
+    return __version__

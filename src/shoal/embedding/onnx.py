@@ -1,0 +1,212 @@
+"""The local provider: all-MiniLM-L6-v2 on onnxruntime, int8 (shipped) or fp32 (built on demand).
+
+The int8 model and ``tokenizer.json`` ship inside the package (``assets/``) with a manifest of their
+sha256, written by ``scripts/export_model.py``; the fp32 model lives under ``models_dir`` with a sidecar
+``minilm-fp32.json`` the export writes. Both are checked at load, so a corrupt file is refused, not run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from shoal.embedding.base import EmbeddingProvider, Vectors
+from shoal.errors import ConfigurationError, EmbeddingError
+
+ASSETS_DIR = Path(__file__).resolve().with_name("assets")
+INT8_MODEL = "minilm-int8.onnx"
+FP32_MODEL = "minilm-fp32.onnx"
+TOKENIZER = "tokenizer.json"
+MANIFEST = "manifest.json"
+DIM = 384
+
+Variant = Literal["int8", "fp32"]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _expect_sha256(path: Path, expected: str | None) -> None:
+    if expected is None:
+        raise ConfigurationError(f"no sha256 recorded for {path}; re-run scripts/export_model.py")
+    actual = file_sha256(path)
+    if actual != expected:
+        raise ConfigurationError(
+            f"{path} sha256 {actual} does not match the manifest ({expected}); the file is corrupt or"
+            " foreign — reinstall shoal or re-run scripts/export_model.py"
+        )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc}") from exc
+    return data
+
+
+class OnnxProvider(EmbeddingProvider):
+    """all-MiniLM-L6-v2 (384 dims) on CPU through onnxruntime.
+
+    Inference runs on one dedicated thread (onnxruntime releases the GIL), so the event loop stays free;
+    calls are serialised on that thread. Within a call, texts are sorted by token length and run in
+    chunks of ``max_batch`` padded to the longest in the chunk; results come back in input order.
+
+    Args:
+        variant: ``"int8"`` (shipped, ``local:minilm``) or ``"fp32"`` (exact, ``local:minilm-fp32``;
+            build it with ``make model-fp32``).
+        threads: onnxruntime intra-op threads.
+        max_tokens: texts are truncated to this many tokens.
+        models_dir: where the fp32 model is looked for.
+        assets_dir: where the int8 model, tokenizer and manifest are (the package's ``assets/``).
+        max_batch: texts per forward pass.
+    """
+
+    def __init__(
+        self,
+        variant: Variant = "int8",
+        threads: int = 2,
+        max_tokens: int = 256,
+        models_dir: Path = Path("data/models"),
+        *,
+        assets_dir: Path = ASSETS_DIR,
+        max_batch: int = 32,
+    ) -> None:
+        if variant not in ("int8", "fp32"):
+            raise ConfigurationError(f"unknown ONNX variant {variant!r} (use 'int8' or 'fp32')")
+        self.variant = variant
+        self.model_id = "local:minilm" if variant == "int8" else "local:minilm-fp32"
+        self.dim = DIM
+        self.max_batch = max_batch
+        self.threads = threads
+        self.max_tokens = max_tokens
+        self.models_dir = Path(models_dir)
+        self.assets_dir = Path(assets_dir)
+        self._executor: ThreadPoolExecutor | None = None
+        self._session: Any = None
+        self._tokenizer: Any = None
+        self._inputs: list[str] = []
+
+    @property
+    def model_path(self) -> Path:
+        if self.variant == "int8":
+            return self.assets_dir / INT8_MODEL
+        return self.models_dir / FP32_MODEL
+
+    async def open(self) -> None:
+        """Verify the artifacts' sha256 and load tokenizer and session (off the event loop)."""
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-onnx")
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+
+    async def close(self) -> None:
+        if self._executor is not None:
+            executor, self._executor = self._executor, None
+            # Waits for an in-flight forward pass; run off the loop so the loop keeps serving.
+            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+        self._session = None
+        self._tokenizer = None
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        manifest = _read_json(self.assets_dir / MANIFEST)
+        artifacts: dict[str, str] = manifest.get("artifacts", {})
+        _expect_sha256(self.assets_dir / TOKENIZER, artifacts.get(TOKENIZER))
+        if self.variant == "int8":
+            _expect_sha256(self.model_path, artifacts.get(INT8_MODEL))
+        else:
+            if not self.model_path.exists():
+                raise ConfigurationError(
+                    f"the fp32 model {self.model_path} is missing: run `make model-fp32` (needs the build"
+                    " venv with torch), or use SHOAL_EMBEDDER=local:minilm"
+                )
+            sidecar = _read_json(self.model_path.with_suffix(".json"))
+            _expect_sha256(self.model_path, sidecar.get("sha256"))
+
+        tokenizer = Tokenizer.from_file(str(self.assets_dir / TOKENIZER))
+        # The shipped tokenizer pads everything to 128; pad per chunk instead (see _forward).
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length=self.max_tokens)
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning workers burn a core while idle; a server waiting for text must sit at ~0% CPU.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            session = ort.InferenceSession(
+                str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ConfigurationError(f"cannot load {self.model_path}: {exc}") from exc
+        self._inputs = [i.name for i in session.get_inputs()]
+        self._tokenizer = tokenizer
+        self._session = session
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        if self._executor is None or self._session is None:
+            raise EmbeddingError(f"{self.model_id} is not open")
+        if not texts:
+            return np.empty((0, self.dim), dtype=np.float32)
+        batch = list(texts)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._embed_sync, batch)
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        if self._tokenizer is None:
+            return super().count_tokens(texts)
+        return sum(len(e.ids) for e in self._tokenizer.encode_batch(list(texts)))
+
+    def _embed_sync(self, texts: list[str]) -> Vectors:
+        encodings = self._tokenizer.encode_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(order), self.max_batch):
+            chunk = order[start : start + self.max_batch]
+            out[chunk] = self._forward([encodings[i] for i in chunk])
+        return out
+
+    def _forward(self, encodings: list[Any]) -> Vectors:
+        width = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(encodings), width), dtype=np.int64)  # [PAD] is id 0
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for row, enc in enumerate(encodings):
+            n = len(enc.ids)
+            ids[row, :n] = enc.ids
+            mask[row, :n] = enc.attention_mask
+            types[row, :n] = enc.type_ids
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        try:
+            (hidden,) = self._session.run(["last_hidden_state"], {k: feeds[k] for k in self._inputs})
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise EmbeddingError(f"{self.model_id} inference failed: {exc}") from exc
+        return _mean_pool_normalise(hidden, mask)
+
+
+def _mean_pool_normalise(hidden: npt.NDArray[np.float32], mask: npt.NDArray[np.int64]) -> Vectors:
+    weights = mask[:, :, None].astype(np.float32)
+    pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+    out: Vectors = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+    return out

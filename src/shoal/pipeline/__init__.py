@@ -1,0 +1,1 @@
+"""The pipeline: processors consuming the log (indexer, and the features' own)."""

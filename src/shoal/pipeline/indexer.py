@@ -1,0 +1,134 @@
+"""The indexer: embeds records from the log and writes the record and vector stores.
+
+Within a batch the last operation on a record wins (a partition keeps one record's operations in
+order). Writes are idempotent upserts, so a replayed batch after a crash changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import structlog
+
+from shoal.errors import EmbeddingError, Overloaded
+from shoal.ingest import INDEXED_CHANNEL, RECORDS_TOPIC
+from shoal.log import Message
+from shoal.pipeline.processor import Processor
+from shoal.records import Collection, Record, Status
+from shoal.services import Services
+from shoal.vectors import Point
+
+logger = structlog.get_logger(__name__)
+
+
+def vector_payload(record: Record) -> dict[str, Any]:
+    """What the vector store keeps beside the vector: enough to answer a search without the
+    record store (``_text``, ``_ts``) plus the user's payload."""
+    return {**record.payload, "_text": record.text, "_ts": record.ts.astimezone(UTC).isoformat()}
+
+
+class IndexProcessor(Processor):
+    topic = RECORDS_TOPIC
+    group = "indexer"
+
+    def __init__(
+        self, services: Services, *, batch_size: int = 256, on_write: Callable[[str], None] | None = None
+    ) -> None:
+        self._s = services
+        self.batch_size = batch_size
+        self._on_write = on_write or (lambda name: None)
+
+    async def handle(self, messages: Sequence[Message]) -> None:
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        appended_at: dict[tuple[str, str], float] = {}
+        for message in messages:
+            try:
+                op = orjson.loads(message.value)
+                key = (op["collection"], op["id"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                self._s.metrics.log_bad_messages.inc()
+                logger.error("skipping undecodable log message", partition=message.partition, offset=message.offset)
+                continue
+            latest[key] = op
+            appended_at[key] = message.timestamp
+        by_collection: dict[str, list[dict[str, Any]]] = {}
+        for (collection, _), op in latest.items():
+            by_collection.setdefault(collection, []).append(op)
+        for name, ops in by_collection.items():
+            found = self._s.collections.cached(name) or await self._s.collections.refresh(name)
+            if found is None:
+                logger.warning("dropping operations for a missing collection", collection=name, count=len(ops))
+                continue
+            await self._apply(found, ops)
+            now = time.time()
+            for op in ops:
+                self._s.metrics.ingest_latency.observe(max(0.0, now - appended_at[(name, op["id"])]))
+
+    async def _apply(self, collection: Collection, ops: list[dict[str, Any]]) -> None:
+        deletes = [op["id"] for op in ops if op["op"] == "delete"]
+        upserts = [op for op in ops if op["op"] == "upsert"]
+        if deletes:
+            await self._s.records.delete(collection.name, deletes)
+            for vector_name in self._targets(collection):
+                await self._s.vectors.delete(vector_name, deletes)
+        if not upserts:
+            return
+        records = [
+            Record(
+                collection=collection.name,
+                id=op["id"],
+                text=op["text"],
+                payload=op.get("payload") or {},
+                ts=datetime.fromisoformat(op["ts"]),
+            )
+            for op in upserts
+        ]
+        failed: dict[str, str] = {}
+        try:
+            vectors = await self._embed([r.text for r in records])
+        except EmbeddingError as exc:
+            # The provider is down or refused: keep the records as failed (never lost); the
+            # scheduler and `shoal backfill` retry them.
+            error = str(exc)
+            now = datetime.now(UTC)
+            for record in records:
+                record.status, record.error, record.updated_at = Status.FAILED, error, now
+                failed[record.id] = error
+            await self._s.records.upsert(records)
+            self._s.metrics.records_failed.inc(len(records))
+            await self._s.bus.publish(INDEXED_CHANNEL, {"collection": collection.name, "ids": [], "failed": failed})
+            return
+        now = datetime.now(UTC)
+        engine = self._s.engine
+        for record in records:
+            record.status = Status.EMBEDDED
+            record.embedding_model, record.embedding_dim, record.embedded_at = engine.model_id, engine.dim, now
+            record.updated_at = now
+        await self._s.records.upsert(records)
+        points = [
+            Point(id=r.id, vector=vec, payload=vector_payload(r))
+            for r, vec in zip(records, vectors.tolist(), strict=True)
+        ]
+        await self._s.vectors.upsert(collection.vector_name, points)
+        self._on_write(collection.vector_name)
+        self._s.metrics.records_indexed.inc(len(records))
+        await self._s.bus.publish(
+            INDEXED_CHANNEL, {"collection": collection.name, "ids": [r.id for r in records], "failed": {}}
+        )
+
+    async def _embed(self, texts: list[str]) -> Any:
+        # The indexer is a background consumer: when the engine's queue is full it waits its
+        # turn instead of failing the batch.
+        while True:
+            try:
+                return await self._s.engine.embed(texts)
+            except Overloaded:
+                await asyncio.sleep(0.01)  # back-off while API callers drain the queue
+
+    def _targets(self, collection: Collection) -> list[str]:
+        return [n for n in (collection.vector_name, collection.shadow_vector_name) if n]

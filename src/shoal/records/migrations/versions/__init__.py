@@ -1,0 +1,1 @@
+"""Alembic revisions of the record store, oldest first (Alembic skips this file)."""

@@ -1,0 +1,123 @@
+"""The record store's tables and the engine that talks to them (SQLite or PostgreSQL).
+
+The tables here describe the head migration; ``shoal/records/migrations`` creates them. Change both
+together (``docs/records.md`` shows how to generate a revision).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware.
+
+    SQLite keeps no offset, so values are converted to UTC before they are written; a naive value is
+    taken to be UTC already.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        # SQLite's storage format drops the offset: store the UTC wall clock so text order is time order
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# JSONB on PostgreSQL (compact, indexable), JSON text on SQLite
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+# Byte order for ids on every dialect, so keyset pagination pages identically on SQLite and Postgres
+Key = sa.String().with_variant(sa.String(collation="C"), "postgresql")
+
+metadata = sa.MetaData()
+
+collections = sa.Table(
+    "collections",
+    metadata,
+    sa.Column("name", Key, primary_key=True),
+    sa.Column("dim", sa.Integer, nullable=False),
+    sa.Column("model", sa.String, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("vector_name", sa.String, nullable=False),
+    sa.Column("shadow_vector_name", sa.String, nullable=True),
+    sa.Column("shadow_model", sa.String, nullable=True),
+    sa.Column("config", Json, nullable=False),
+)
+
+records = sa.Table(
+    "records",
+    metadata,
+    sa.Column(
+        "collection",
+        Key,
+        sa.ForeignKey("collections.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("id", Key, primary_key=True),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("payload", Json, nullable=False),
+    sa.Column("ts", UtcDateTime, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("embedding_model", sa.String, nullable=True),
+    sa.Column("embedding_dim", sa.Integer, nullable=True),
+    sa.Column("embedded_at", UtcDateTime, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Index("ix_records_collection_status", "collection", "status"),
+    sa.Index("ix_records_collection_ts", "collection", "ts"),
+    sa.Index("ix_records_collection_embedding_model", "collection", "embedding_model"),
+)
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # per connection: WAL lets readers run beside the writer, foreign keys make delete cascade,
+    # busy_timeout makes concurrent writers wait instead of failing with "database is locked"
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def make_engine(url: str) -> AsyncEngine:
+    """An async engine for ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` URLs.
+
+    A SQLite file's parent directory is created; an in-memory SQLite database is shared by one
+    connection so that every session sees the same data.
+    """
+    parsed = make_url(url)
+    options: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in {"", ":memory:"}:
+            options["poolclass"] = StaticPool
+        elif not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(parsed, **options)
+        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(parsed, pool_pre_ping=True, **options)

@@ -1,0 +1,153 @@
+"""Translation between Shoal's ids, payloads and filters and Qdrant Edge's.
+
+Edge point ids must be integers or UUIDs, so a caller's string id becomes a UUID5 over a fixed
+namespace; the original string rides in the payload under ``_id``. The record timestamp (payload
+key ``ts``) is stored as an RFC 3339 UTC string under ``_ts`` so a datetime index can serve range
+filters and newest-first ordering. Reserved keys never leave this module's decoder.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import qdrant_edge as edge
+
+from shoal.errors import InvalidInput
+from shoal.filters import FieldCondition, Filter, HasId, Match, Range
+
+ID_KEY = "_id"
+TS_KEY = "_ts"
+RESERVED = frozenset({ID_KEY, TS_KEY})
+TS_FIELD = "ts"
+
+# Fixed forever: changing it would orphan every stored point.
+_NAMESPACE = uuid.UUID("6f1c1e0a-5b7d-4a52-9d8e-3c2f0b9a7e41")
+
+
+def point_uuid(point_id: str) -> uuid.UUID:
+    """The deterministic Edge id for a caller's string id."""
+    return uuid.uuid5(_NAMESPACE, point_id)
+
+
+def field_key(key: str) -> str:
+    """Payload path as stored: the virtual ``ts`` key lives under ``_ts``."""
+    return TS_KEY if key == TS_FIELD else key
+
+
+def rfc3339(value: datetime | str | float) -> str:
+    """Normalise a timestamp (datetime, ISO 8601 string or epoch seconds) to RFC 3339 UTC.
+
+    Naive datetimes are taken as UTC.
+    """
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise InvalidInput(f"ts: not an ISO 8601 datetime: {value!r}") from exc
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        moment = datetime.fromtimestamp(value, UTC)
+    else:
+        raise InvalidInput(f"ts: expected a datetime, ISO 8601 string or epoch seconds, got {value!r}")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def encode_payload(point_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Caller payload → stored payload (adds ``_id``, moves ``ts`` to ``_ts``)."""
+    clash = RESERVED.intersection(payload)
+    if clash:
+        raise InvalidInput(f"payload keys {sorted(clash)} are reserved")
+    stored: dict[str, Any] = {}
+    for key, value in payload.items():
+        if key == TS_FIELD:
+            stored[TS_KEY] = rfc3339(value)
+        elif isinstance(value, datetime):
+            stored[key] = rfc3339(value)
+        else:
+            stored[key] = value
+    stored[ID_KEY] = point_id
+    return stored
+
+
+def decode_payload(stored: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """Stored payload → (caller id, caller payload with ``ts`` restored as an RFC 3339 string)."""
+    if not stored:
+        raise InvalidInput("point without a stored id (not written by Shoal)")
+    payload = {k: v for k, v in stored.items() if k not in RESERVED}
+    if TS_KEY in stored:
+        payload[TS_FIELD] = stored[TS_KEY]
+    return str(stored[ID_KEY]), payload
+
+
+def to_edge(filter: Filter | None, *, exclude_ids: Sequence[str] = ()) -> edge.Filter | None:
+    """Shoal filter (and ids to leave out) → Edge filter; ``None`` when nothing constrains."""
+    conditions: list[Any] = [] if filter is None or filter.is_empty() else [_filter(filter)]
+    if exclude_ids:
+        conditions.append(edge.Filter(must_not=[has_id(exclude_ids)]))
+    if not conditions:
+        return None
+    return conditions[0] if len(conditions) == 1 else edge.Filter(must=conditions)
+
+
+def has_id(ids: Iterable[str]) -> edge.HasIdCondition:
+    return edge.HasIdCondition({point_uuid(i) for i in ids})
+
+
+def _filter(filter: Filter) -> edge.Filter:
+    return edge.Filter(
+        must=_conditions(filter.must),
+        should=_conditions(filter.should),
+        must_not=_conditions(filter.must_not),
+    )
+
+
+def _conditions(conditions: Sequence[FieldCondition | HasId | Filter] | None) -> list[Any] | None:
+    if not conditions:
+        return None
+    return [_condition(c) for c in conditions]
+
+
+def _condition(condition: FieldCondition | HasId | Filter) -> Any:
+    if isinstance(condition, Filter):
+        return _filter(condition)
+    if isinstance(condition, HasId):
+        return has_id(condition.has_id)
+    key = field_key(condition.key)
+    if condition.match is not None:
+        return edge.FieldCondition(key, match=_match(condition.key, condition.match))
+    assert condition.range is not None  # guaranteed by FieldCondition's validator
+    return edge.FieldCondition(key, range=_range(condition.range))
+
+
+def _match(key: str, match: Match) -> Any:
+    if match.value is not None:
+        return edge.MatchValue(match.value)
+    if match.text is not None:
+        return edge.MatchText(match.text)
+    values = match.any if match.any is not None else match.except_
+    assert values is not None  # exactly one of value/any/except/text is set
+    if any(isinstance(v, bool) for v in values) or len({type(v) for v in values}) > 1:
+        # Edge matches lists of all-strings or all-integers only.
+        raise InvalidInput(f"{key}: match any/except needs all strings or all integers")
+    same: Any = values  # checked above: all str or all int
+    return edge.MatchAny(same) if match.any is not None else edge.MatchExcept(same)
+
+
+def _range(bounds: Range) -> Any:
+    if bounds.is_datetime:
+        return edge.RangeDateTime(gte=_iso(bounds.gte), gt=_iso(bounds.gt), lte=_iso(bounds.lte), lt=_iso(bounds.lt))
+    return edge.RangeFloat(gte=_num(bounds.gte), gt=_num(bounds.gt), lte=_num(bounds.lte), lt=_num(bounds.lt))
+
+
+def _iso(bound: float | datetime | None) -> str | None:
+    return None if bound is None else rfc3339(bound)
+
+
+def _num(bound: float | datetime | None) -> float | None:
+    return bound if bound is None or isinstance(bound, float | int) else None

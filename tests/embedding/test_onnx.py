@@ -1,0 +1,120 @@
+"""The local ONNX provider, on the real shipped int8 model."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shoal.embedding.onnx import ASSETS_DIR, INT8_MODEL, TOKENIZER, OnnxProvider, file_sha256
+from shoal.errors import ConfigurationError, EmbeddingError
+
+SENTENCES = [
+    "A man is playing a guitar.",
+    "Someone is strumming a guitar.",
+    "The central bank raised interest rates again this quarter.",
+    "my flight got cancelled and nobody at the airline desk will help",
+    "ok",
+    "Kittens are sleeping on the sofa in the afternoon sun, curled up next to each other.",
+]
+
+
+async def test_shape_dtype_and_unit_norm(provider: OnnxProvider) -> None:
+    vectors = await provider.embed(SENTENCES)
+    assert provider.model_id == "local:minilm"
+    assert provider.dim == 384
+    assert vectors.shape == (len(SENTENCES), 384)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+async def test_empty_input_gives_no_rows(provider: OnnxProvider) -> None:
+    assert (await provider.embed([])).shape == (0, 384)
+
+
+async def test_paraphrase_is_closer_than_unrelated(provider: OnnxProvider) -> None:
+    guitar, strumming, bank = await provider.embed(SENTENCES[:3])
+    assert guitar @ strumming > 0.6
+    assert guitar @ strumming > guitar @ bank + 0.4
+
+
+async def test_order_is_preserved_across_length_sorting(provider: OnnxProvider) -> None:
+    # Lengths deliberately out of order, and more texts than one forward pass holds.
+    texts = [f"{s} ({i})" if i % 2 else s for i, s in enumerate(SENTENCES * 8)][: len(SENTENCES) * 8]
+    texts = list(dict.fromkeys(texts))
+    batched = await provider.embed(texts)
+    alone = np.concatenate([await provider.embed([t]) for t in texts])
+    # int8 activations are quantized per batch, so a text's vector moves slightly with its batch
+    # mates; each row must still be closest to the same text embedded alone.
+    similarity = batched @ alone.T
+    assert (similarity.argmax(axis=1) == np.arange(len(texts))).all()
+    assert similarity.diagonal().min() > 0.95
+
+
+async def test_long_text_is_truncated_at_max_tokens() -> None:
+    async with OnnxProvider("int8", max_tokens=16) as short:
+        long_text = "word " * 1000
+        head = " ".join(["word"] * 14)  # 14 words + [CLS] + [SEP] = 16 tokens
+        assert short.count_tokens([long_text]) == 16
+        a, b = await short.embed([long_text, head])
+        assert a @ b > 0.999
+
+
+async def test_calls_from_many_tasks_share_the_one_inference_thread(provider: OnnxProvider) -> None:
+    results = await asyncio.gather(*(provider.embed([s]) for s in SENTENCES))
+    assert all(r.shape == (1, 384) for r in results)
+
+
+async def test_corrupt_artifact_is_refused(tmp_path: Path) -> None:
+    assets = tmp_path / "assets"
+    shutil.copytree(ASSETS_DIR, assets)
+    with (assets / INT8_MODEL).open("r+b") as handle:
+        handle.seek(1_000_000)
+        byte = handle.read(1)
+        handle.seek(1_000_000)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ConfigurationError, match="sha256"):
+        async with OnnxProvider("int8", assets_dir=assets):
+            pass
+
+
+async def test_tampered_tokenizer_is_refused(tmp_path: Path) -> None:
+    assets = tmp_path / "assets"
+    shutil.copytree(ASSETS_DIR, assets)
+    (assets / TOKENIZER).write_text((assets / TOKENIZER).read_text().replace('"[UNK]"', '"[UNKNOWN]"', 1))
+    with pytest.raises(ConfigurationError, match="tokenizer.json"):
+        async with OnnxProvider("int8", assets_dir=assets):
+            pass
+
+
+async def test_missing_fp32_model_names_the_make_target(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="make model-fp32"):
+        async with OnnxProvider("fp32", models_dir=tmp_path):
+            pass
+
+
+async def test_fp32_checked_against_its_sidecar(tmp_path: Path) -> None:
+    (tmp_path / "minilm-fp32.onnx").write_bytes(b"not a model")
+    (tmp_path / "minilm-fp32.json").write_text('{"sha256": "%s"}' % ("0" * 64))
+    with pytest.raises(ConfigurationError, match="sha256"):
+        async with OnnxProvider("fp32", models_dir=tmp_path):
+            pass
+
+
+def test_shipped_manifest_matches_shipped_artifacts() -> None:
+    import json
+
+    manifest = json.loads((ASSETS_DIR / "manifest.json").read_text())
+    for name, digest in manifest["artifacts"].items():
+        assert file_sha256(ASSETS_DIR / name) == digest, name
+    assert manifest["source_weights_sha256"] == (
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+    )
+
+
+async def test_embed_before_open_is_an_embedding_error() -> None:
+    with pytest.raises(EmbeddingError):
+        await OnnxProvider("int8").embed(["hello"])

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -44,9 +43,10 @@ async def engine_ceiling(texts: list[str], *, batch_size: int = 32, threads: int
     from shoal.embedding.engine import EmbeddingEngine
     from shoal.embedding.onnx import OnnxProvider
 
-    async with OnnxProvider("int8", threads=threads) as provider, EmbeddingEngine(
-        provider, l1_size=0, batch_size=batch_size
-    ) as engine:
+    async with (
+        OnnxProvider("int8", threads=threads) as provider,
+        EmbeddingEngine(provider, l1_size=0, batch_size=batch_size) as engine,
+    ):
         await engine.warmup()
         started = time.perf_counter()
         await engine.embed(texts)
@@ -68,9 +68,7 @@ async def _concurrent_callers(texts: list[str], threads: int) -> float:
     from shoal.embedding.engine import EmbeddingEngine
     from shoal.embedding.onnx import OnnxProvider
 
-    async with OnnxProvider("int8", threads=threads) as provider, EmbeddingEngine(
-        provider, l1_size=0
-    ) as engine:
+    async with OnnxProvider("int8", threads=threads) as provider, EmbeddingEngine(provider, l1_size=0) as engine:
         await engine.warmup()
         started = time.perf_counter()
         await asyncio.gather(*(engine.embed_one(t) for t in texts))
@@ -81,9 +79,7 @@ async def _latency(texts: list[str], threads: int) -> dict[str, float]:
     from shoal.embedding.engine import EmbeddingEngine
     from shoal.embedding.onnx import OnnxProvider
 
-    async with OnnxProvider("int8", threads=threads) as provider, EmbeddingEngine(
-        provider, l1_size=0
-    ) as engine:
+    async with OnnxProvider("int8", threads=threads) as provider, EmbeddingEngine(provider, l1_size=0) as engine:
         await engine.warmup()
         raw, through_engine = [], []
         for text in texts:
@@ -97,7 +93,10 @@ async def _latency(texts: list[str], threads: int) -> dict[str, float]:
         cpu = time.process_time()
         await asyncio.sleep(1.0)
         idle_cpu = (time.process_time() - cpu) * 100
-    q = lambda xs, p: float(np.percentile(xs, p))  # noqa: E731
+
+    def q(xs: list[float], p: float) -> float:
+        return float(np.percentile(xs, p))
+
     return {
         "provider_p50_ms": q(raw, 50),
         "provider_p99_ms": q(raw, 99),
@@ -114,7 +113,10 @@ def _sentence_transformers(texts: list[str], threads: int) -> dict[str, Any]:
     payload = json.dumps({"texts": texts, "threads": threads})
     proc = subprocess.run(
         [str(BUILD_PYTHON), __file__, "--sentence-transformers-worker"],
-        input=payload, capture_output=True, text=True, check=False,
+        input=payload,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         return {"skipped": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
@@ -126,8 +128,8 @@ def _sentence_transformers_worker() -> None:
     """Inside the build venv: embed stdin's texts with sentence-transformers, print texts/s as JSON."""
     import importlib.metadata
 
-    import torch
-    from sentence_transformers import SentenceTransformer
+    import torch  # type: ignore[import-not-found]  # the build venv only
+    from sentence_transformers import SentenceTransformer  # type: ignore[import-not-found]
 
     job = json.loads(sys.stdin.read())
     texts, threads = job["texts"], job["threads"]
@@ -149,7 +151,13 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 async def run(n: int, threads: int) -> dict[str, Any]:
     texts = load_texts(n)
-    results: dict[str, Any] = {"texts": n, "threads": threads, "cpus": os.cpu_count(), "source": str(DATA)}
+    results: dict[str, Any] = {
+        "texts": n,
+        "threads": threads,
+        "cpus": os.cpu_count(),
+        "load_average_at_start": os.getloadavg()[0],  # other work on the box skews absolute figures
+        "source": str(DATA),
+    }
     results["sentence_transformers"] = _sentence_transformers(texts, threads)
     int8_rate, int8 = await _provider_run("int8", texts, threads)
     results["onnx_int8_provider_texts_per_s"] = int8_rate
@@ -174,7 +182,8 @@ def report(results: dict[str, Any]) -> None:
     st = results["sentence_transformers"].get("texts_per_s")
     cos = results["cosine_int8_vs_fp32"]
     lat = results["latency"]
-    table = Table(title=f"Embedding, {results['texts']} tweets, {results['threads']} threads")
+    title = f"Embedding, {results['texts']} tweets, {results['threads']} threads"
+    table = Table(title=f"{title} (load average {results['load_average_at_start']:.1f})")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_column("vs baseline", justify="right")

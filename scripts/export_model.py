@@ -68,10 +68,10 @@ def verify_weights(model_dir: Path) -> str:
 
 def export_fp32(model_dir: Path, target: Path) -> None:
     """Trace the transformer (eager attention: the SDPA path does not export cleanly) to ONNX."""
-    import torch
-    from transformers import AutoModel
+    import torch  # type: ignore[import-not-found]  # the build venv only
+    from transformers import AutoModel  # type: ignore[import-not-found]
 
-    class Encoder(torch.nn.Module):
+    class Encoder(torch.nn.Module):  # type: ignore[misc]
         """Keyword call into the model: its positional argument order differs across transformers."""
 
         def __init__(self) -> None:
@@ -79,9 +79,7 @@ def export_fp32(model_dir: Path, target: Path) -> None:
             self.model = AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
 
         def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            out = self.model(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            )
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
             return out.last_hidden_state
 
     model = Encoder().eval()
@@ -146,9 +144,7 @@ def write_fp32_sidecar(fp32: Path, weights_sha: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--fp32",
         nargs="?",

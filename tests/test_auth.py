@@ -15,7 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from shoal.auth import AuthSettings, Authenticator, RedactTokens, bearer_token, websocket_token
+from shoal.auth import Authenticator, AuthSettings, RedactTokens, bearer_token, websocket_token
 from shoal.errors import BackendError, Unauthorized
 from shoal.settings import Settings
 from tests.servers import IdentityProvider, identity_provider
@@ -23,12 +23,12 @@ from tests.servers import IdentityProvider, identity_provider
 
 def make_authenticator(jwks_url: str | None = None, *, api_keys: list[str] | None = None,
                        admin_keys: list[str] | None = None, **auth: Any) -> Authenticator:
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         _env_file=None, auth_jwks_url=jwks_url, api_keys=api_keys or [], admin_api_keys=admin_keys or []
     )
     options: dict[str, Any] = {"issuer": "https://idp.test", "audience": ["shoal"], "jwks_min_refetch_s": 0}
     options.update(auth)
-    return Authenticator(settings, AuthSettings(_env_file=None, **options))  # type: ignore[call-arg]
+    return Authenticator(settings, AuthSettings(_env_file=None, **options))
 
 
 @pytest.fixture
@@ -98,7 +98,8 @@ async def test_hs256_key_confusion_is_rejected(idp: IdentityProvider) -> None:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     claims = {"iss": idp.issuer, "aud": "shoal", "sub": "alice", "exp": int(time.time()) + 60}
-    signing_input = f"{b64(json.dumps({'alg': 'HS256', 'kid': idp.current}).encode())}.{b64(json.dumps(claims).encode())}"
+    header = {"alg": "HS256", "kid": idp.current}
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
     mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
     assert "not accepted" in await reason(auth, f"{signing_input}.{b64(mac)}")
 
@@ -148,7 +149,7 @@ async def test_api_keys_plain_user_bound_and_admin() -> None:
     service = await auth.authenticate("svc-secret")
     assert service.kind == "api_key" and not service.admin and not service.user_bound
     assert "svc-secret" not in service.subject
-    alice = await auth.authenticate("alice:alice-secret".split(":", 1)[1])
+    alice = await auth.authenticate("alice-secret")
     assert (alice.subject, alice.admin) == ("alice", False)
     assert (await auth.authenticate("root-secret")).admin
     assert "invalid API key" in await reason(auth, "nope")

@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import structlog
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 
 from shoal import factory
 from shoal.api import embeddings, errors, ops, records
@@ -154,7 +154,6 @@ def create_app(settings: Settings | None = None, features: Sequence[Feature] | N
         version=_version(),
         summary="Live text streams into meaning: embeddings, search, live similar items, insights, RAG.",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
     )
     errors.install(app)
     install_auth(app, settings)

@@ -26,7 +26,7 @@ class Result:
 def to_result(hit: Hit) -> Result:
     payload = dict(hit.payload)
     text = payload.pop("_text", None)
-    raw_ts = payload.pop("_ts", None)
+    raw_ts = payload.pop("ts", None)
     ts = datetime.fromisoformat(raw_ts) if isinstance(raw_ts, str) else None
     return Result(hit.id, hit.score, text, ts, payload, hit.vector)
 

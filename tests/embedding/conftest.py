@@ -72,9 +72,7 @@ class FakeOpenAI:
             status, headers = failure
             error = {"error": {"message": f"scripted {status}", "type": "test", "code": None}}
             return JSONResponse(error, status_code=status, headers=headers)
-        data = [
-            {"object": "embedding", "index": i, "embedding": fake_vector(text)} for i, text in enumerate(inputs)
-        ]
+        data = [{"object": "embedding", "index": i, "embedding": fake_vector(text)} for i, text in enumerate(inputs)]
         # Out of order on purpose: the client must sort by ``index``.
         usage = {"prompt_tokens": len(inputs), "total_tokens": len(inputs)}
         return JSONResponse({"object": "list", "data": data[::-1], "model": body["model"], "usage": usage})

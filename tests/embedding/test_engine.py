@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ from shoal.cache.memory import MemoryCache
 from shoal.cache.sqlite import SqliteCache
 from shoal.embedding.engine import EmbeddingEngine
 from shoal.embedding.onnx import OnnxProvider
-from shoal.errors import EmbeddingError, Overloaded, ShuttingDown
+from shoal.errors import BackendError, EmbeddingError, Overloaded, ShuttingDown
 from tests.waiting import eventually
 
 TEXTS = [
@@ -163,3 +163,26 @@ async def test_warmup_runs_the_model(provider: OnnxProvider) -> None:
     async with EmbeddingEngine(provider) as engine:
         await engine.warmup()
         assert engine.stats()["misses"] == 0
+
+
+class UnreachableCache(Cache):
+    """An L2 whose backend is down: every call fails the way real caches report it."""
+
+    async def close(self) -> None:
+        pass
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        raise BackendError("cache unreachable")
+
+    async def set_many(self, items: Mapping[str, bytes], ttl: float | None = None) -> None:
+        raise BackendError("cache unreachable")
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        raise BackendError("cache unreachable")
+
+
+async def test_an_unreachable_l2_only_costs_speed(provider: OnnxProvider) -> None:
+    async with EmbeddingEngine(provider, l2=UnreachableCache()) as engine:
+        assert (await engine.embed(TEXTS)).shape == (4, 384)
+        assert (await engine.embed(TEXTS)).shape == (4, 384)
+        assert engine.stats()["hits_l1"] == 4

@@ -85,7 +85,7 @@ async def test_tampered_tokenizer_is_refused(tmp_path: Path) -> None:
     assets = tmp_path / "assets"
     shutil.copytree(ASSETS_DIR, assets)
     (assets / TOKENIZER).write_text((assets / TOKENIZER).read_text().replace('"[UNK]"', '"[UNKNOWN]"', 1))
-    with pytest.raises(ConfigurationError, match="tokenizer.json"):
+    with pytest.raises(ConfigurationError, match=r"tokenizer\.json"):
         async with OnnxProvider("int8", assets_dir=assets):
             pass
 
@@ -110,9 +110,7 @@ def test_shipped_manifest_matches_shipped_artifacts() -> None:
     manifest = json.loads((ASSETS_DIR / "manifest.json").read_text())
     for name, digest in manifest["artifacts"].items():
         assert file_sha256(ASSETS_DIR / name) == digest, name
-    assert manifest["source_weights_sha256"] == (
-        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-    )
+    assert manifest["source_weights_sha256"] == ("53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db")
 
 
 async def test_embed_before_open_is_an_embedding_error() -> None:

@@ -30,9 +30,7 @@ def record(i: int, collection: str = "tweets", **changes: object) -> Record:
 
 
 def embedded(r: Record, model: str = "minilm") -> Record:
-    return dataclasses.replace(
-        r, status=Status.EMBEDDED, embedding_model=model, embedding_dim=384, embedded_at=T0
-    )
+    return dataclasses.replace(r, status=Status.EMBEDDED, embedding_model=model, embedding_dim=384, embedded_at=T0)
 
 
 def without_updated_at(records: list[Record]) -> list[Record]:
@@ -58,9 +56,7 @@ async def test_collection_crud(store: RecordStore) -> None:
     await store.create_collection(collection("alpha"))
     assert [c.name for c in await store.list_collections()] == ["alpha", "tweets"]
 
-    switched = dataclasses.replace(
-        first, shadow_vector_name="tweets__v2", shadow_model="other", config={"k": 1}
-    )
+    switched = dataclasses.replace(first, shadow_vector_name="tweets__v2", shadow_model="other", config={"k": 1})
     await store.update_collection(switched)
     assert await store.get_collection("tweets") == switched
 
@@ -124,9 +120,10 @@ async def test_last_duplicate_in_a_batch_wins(tweets: RecordStore) -> None:
     assert stored.text == "second"
 
 
-async def test_upsert_into_missing_collection_raises(store: RecordStore) -> None:
+async def test_upsert_into_missing_collection_raises(tweets: RecordStore) -> None:
     with pytest.raises(CollectionNotFound):
-        await store.upsert([record(1, collection="ghost")])
+        await tweets.upsert([record(1), record(2, collection="ghost")])
+    assert await tweets.get("tweets", ["r0001"]) == []  # the whole batch was rolled back
 
 
 async def test_upsert_nothing_is_a_no_op(tweets: RecordStore) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from shoal.records import Collection
 from shoal.records.migrations import check_current, head_revisions, migrate
 from shoal.records.schema import make_engine, metadata
 from shoal.records.sql import SqlRecordStore
-from tests.records.test_contract import T0
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def _diff(connection: Connection) -> list[Any]:

@@ -21,13 +21,17 @@ from tests.servers import running_server
 Message = dict[str, Any]
 
 
+def tweet_app(data_dir: Path, tweets: dict[str, Any] | None = None, **settings: Any) -> FastAPI:
+    tweet_settings = TweetSettings(_env_file=None, **(tweets or {}))
+    return create_app(make_settings(data_dir, **settings), [CoreFeature(), TweetsFeature(tweet_settings)])
+
+
 @asynccontextmanager
 async def tweet_server(data_dir: Path, tweets: dict[str, Any] | None = None, **settings: Any) -> AsyncIterator[
     tuple[str, FastAPI]
 ]:
     """Serve a fresh app (core + tweets) on loopback; yields ``(ws base url, app)``."""
-    tweet_settings = TweetSettings(_env_file=None, **(tweets or {}))  # type: ignore[call-arg]
-    app = create_app(make_settings(data_dir, **settings), [CoreFeature(), TweetsFeature(tweet_settings)])
+    app = tweet_app(data_dir, tweets, **settings)
     async with running_server(app) as base_url:
         yield base_url.replace("http://", "ws://"), app
 
@@ -73,5 +77,5 @@ async def client(url: str, **kwargs: Any) -> AsyncIterator[Client]:
         yield Client(ws)
 
 
-def tweet(tweet_id: str, text: str, user_id: str = "user_123", username: str = "alice", **extra: Any) -> Message:
+def tweet(tweet_id: str | int, text: str, user_id: str = "user_123", username: str = "alice", **extra: Any) -> Message:
     return {"id": tweet_id, "text": text, "user_id": user_id, "username": username, **extra}

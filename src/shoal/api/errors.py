@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shoal.errors import Overloaded, ShoalError
@@ -17,7 +17,7 @@ from shoal.errors import Overloaded, ShoalError
 logger = structlog.get_logger(__name__)
 
 _HTTP_CODES = {
-    400: "bad_request",
+    400: "invalid_schema",
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
@@ -53,7 +53,7 @@ def describe_validation(errors: Sequence[Any]) -> str:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ShoalError)
-    async def _shoal(request: Request, exc: ShoalError) -> ORJSONResponse:
+    async def _shoal(request: Request, exc: ShoalError) -> JSONResponse:
         headers: dict[str, str] = {}
         extra: dict[str, Any] = {}
         if isinstance(exc, Overloaded):
@@ -62,22 +62,23 @@ def install(app: FastAPI) -> None:
             extra["retry_after"] = retry
         if exc.status_code >= 500:
             logger.error("request failed", error=exc.code, details=str(exc.details))
-        return ORJSONResponse(
+        return JSONResponse(
             error_body(exc.code, exc.details if exc.details is not None else exc.code, **extra),
             status_code=exc.status_code,
             headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> ORJSONResponse:
-        return ORJSONResponse(error_body("invalid_schema", describe_validation(exc.errors())), status_code=400)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(error_body("invalid_schema", describe_validation(exc.errors())), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return ORJSONResponse(error_body(code, exc.detail), status_code=exc.status_code, headers=exc.headers)
+        details = f"body: {exc.detail} (is it valid UTF-8 JSON?)" if exc.status_code == 400 else exc.detail
+        return JSONResponse(error_body(code, details), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", path=request.url.path)
-        return ORJSONResponse(error_body("internal_error", "unexpected error; see the server log"), status_code=500)
+        return JSONResponse(error_body("internal_error", "unexpected error; see the server log"), status_code=500)

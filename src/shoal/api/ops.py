@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Response
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from shoal.api.deps import ServicesDep
@@ -21,7 +21,7 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready")
-async def ready(services: ServicesDep) -> ORJSONResponse:
+async def ready(services: ServicesDep) -> JSONResponse:
     checks: dict[str, Any] = {
         "log": services.log.ping(),
         "records": services.records.ping(),
@@ -37,8 +37,8 @@ async def ready(services: ServicesDep) -> ORJSONResponse:
         if isinstance(result, BaseException):
             failing[name] = str(result) if isinstance(result, ShoalError) else f"{type(result).__name__}: {result}"
     if failing:
-        return ORJSONResponse({"status": "unavailable", "error": "not_ready", "details": failing}, status_code=503)
-    return ORJSONResponse({"status": "ready", "model": services.engine.model_id})
+        return JSONResponse({"status": "unavailable", "error": "not_ready", "details": failing}, status_code=503)
+    return JSONResponse({"status": "ready", "model": services.engine.model_id})
 
 
 @router.get("/metrics")

@@ -191,9 +191,7 @@ class OpenAIProvider(EmbeddingProvider):
                     # A single request can exceed the per-minute budget; it then takes the whole bucket.
                     await self._tokens.acquire(min(tokens, self._tokens_per_minute))
                     self.requests_sent += 1
-                    response = await client.embeddings.create(
-                        model=self.model, input=batch, encoding_format="float"
-                    )
+                    response = await client.embeddings.create(model=self.model, input=batch, encoding_format="float")
         except openai.OpenAIError as exc:
             raise EmbeddingError(f"{self.model_id}: {_describe(exc)}") from exc
         return self._vectors(response, len(batch))

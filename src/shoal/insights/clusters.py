@@ -74,6 +74,15 @@ class Cluster:
         return float(np.linalg.norm(self.total)) / self.size if self.size else 1.0
 
 
+_SPLIT = -1
+
+
+def _follow(remap: dict[int, int], cid: int) -> int:
+    while cid in remap:
+        cid = remap[cid]
+    return cid
+
+
 @dataclass(frozen=True, slots=True)
 class Assignment:
     cluster_id: int
@@ -112,7 +121,8 @@ class OnlineClusterer:
         self.clusters: dict[int, Cluster] = {}
         self._next_id = 1
         self._ids: list[int] = []
-        self._matrix: Vector = np.zeros((0, dim), dtype=np.float32)
+        self._rows: dict[int, int] = {}
+        self._matrix: Vector = np.zeros((16, dim), dtype=np.float32)
         self.term_totals: Counter[str] = Counter()
         """Members containing each term, over every cluster (the c-TF-IDF document frequency)."""
         self.dirty: set[int] = set()
@@ -129,16 +139,20 @@ class OnlineClusterer:
 
     def _rebuild(self) -> None:
         self._ids = list(self.clusters)
-        if self._ids:
-            self._matrix = np.stack([self.clusters[i].centroid for i in self._ids])
-        else:
-            self._matrix = np.zeros((0, self.dim), dtype=np.float32)
+        self._rows = {cid: row for row, cid in enumerate(self._ids)}
+        self._matrix = np.zeros((max(16, 2 * len(self._ids)), self.dim), dtype=np.float32)
+        for row, cid in enumerate(self._ids):
+            self._matrix[row] = self.clusters[cid].centroid
+
+    @property
+    def _active(self) -> Vector:
+        return self._matrix[: len(self._ids)]
 
     def nearest(self, vector: Vector) -> Assignment | None:
         """The closest cluster without changing anything (used for reasoning and queries)."""
         if not self._ids:
             return None
-        sims = self._matrix @ vector
+        sims = self._active @ vector
         j = int(np.argmax(sims))
         return Assignment(self._ids[j], float(sims[j]))
 
@@ -157,30 +171,31 @@ class OnlineClusterer:
                 cluster = self.clusters[found.cluster_id]
             self._absorb(cluster, vector, text)
             members.append(cluster.id)
-        touched = set(members)
-        remap = self._merge_pass(touched)
-        remap.update(self._split_pass({remap.get(i, i) for i in touched}))
+        remap = self._merge_pass(set(members))
+        remap.update(self._split_pass({_follow(remap, i) for i in members}))
         remap.update(self._cap())
         self._relabel()
         self.dirty |= before
         out = []
         for vector, cid in zip(vectors, members, strict=True):
-            while cid in remap:
-                cid = remap[cid]
-            if cid < 0 or cid not in self.clusters:  # split: re-find the closer half
+            cid = _follow(remap, cid)
+            if cid not in self.clusters:  # its cluster was split: the closer half
                 found = self.nearest(vector)
                 assert found is not None
                 out.append(found)
-                continue
-            out.append(Assignment(cid, float(self.clusters[cid].centroid @ vector)))
+            else:
+                out.append(Assignment(cid, float(self._active[self._rows[cid]] @ vector)))
         return out
 
     def _create(self, total: npt.NDArray[np.float64], size: int) -> Cluster:
         cluster = Cluster(id=self._next_id, total=total.copy(), size=size)
         self._next_id += 1
         self.clusters[cluster.id] = cluster
+        if len(self._ids) == len(self._matrix):
+            self._matrix = np.vstack([self._matrix, np.zeros_like(self._matrix)])
+        self._rows[cluster.id] = len(self._ids)
         self._ids.append(cluster.id)
-        self._matrix = np.vstack([self._matrix, cluster.centroid[None, :]])
+        self._matrix[self._rows[cluster.id]] = cluster.centroid
         self.dirty.add(cluster.id)
         return cluster
 
@@ -204,7 +219,7 @@ class OnlineClusterer:
             slot = int(self._rng.integers(cluster.seen))
             if slot < self.reservoir_size:
                 cluster.reservoir[slot] = vector.astype(np.float32)
-        self._matrix[self._ids.index(cluster.id)] = cluster.centroid
+        self._matrix[self._rows[cluster.id]] = cluster.centroid
         self.dirty.add(cluster.id)
 
     def _combine(self, keep: Cluster, gone: Cluster) -> None:
@@ -224,24 +239,28 @@ class OnlineClusterer:
         self.dirty.add(keep.id)
 
     def _merge_pass(self, touched: set[int]) -> dict[int, int]:
+        """Merge touched clusters into their nearest neighbour while centroids reach ``merge``."""
         remap: dict[int, int] = {}
-        queue = [i for i in touched if i in self.clusters]
-        while queue:
-            cid = queue.pop()
-            if cid not in self.clusters:
-                continue
+        while touched:
             self._rebuild()
-            sims = self._matrix @ self.clusters[cid].centroid
-            sims[self._ids.index(cid)] = -1.0
-            j = int(np.argmax(sims)) if len(sims) else -1
-            if j < 0 or sims[j] < self.merge_at:
-                continue
-            other = self.clusters[self._ids[j]]
-            keep, gone = (other, self.clusters[cid]) if other.size >= self.clusters[cid].size else (
-                self.clusters[cid], other)
-            self._combine(keep, gone)
-            remap[gone.id] = keep.id
-            queue.append(keep.id)
+            rows = [self._rows[i] for i in touched if i in self._rows]
+            sims = self._active[rows] @ self._active.T
+            sims[np.arange(len(rows)), rows] = -1.0
+            best = sims.argmax(axis=1)
+            merged: set[int] = set()
+            for r in np.argsort(-sims[np.arange(len(rows)), best]):
+                a, b = self._ids[rows[r]], self._ids[int(best[r])]
+                if sims[r, best[r]] < self.merge_at:
+                    break
+                if a in merged or b in merged:
+                    continue
+                keep, gone = (self.clusters[a], self.clusters[b])
+                if gone.size > keep.size:
+                    keep, gone = gone, keep
+                self._combine(keep, gone)
+                remap[gone.id] = keep.id
+                merged |= {a, b}
+            touched = {i for i in merged if i in self.clusters}
         self._rebuild()
         return remap
 
@@ -259,7 +278,7 @@ class OnlineClusterer:
             del self.clusters[cid]
             self.removed.add(cid)
             self.dirty.discard(cid)
-            remap[cid] = -1
+            remap[cid] = _SPLIT
             for part in halves:
                 share = len(part) / len(cluster.reservoir)
                 mean = part.mean(axis=0).astype(np.float64)
@@ -287,16 +306,20 @@ class OnlineClusterer:
         return points[labels == 0], points[labels == 1]
 
     def _cap(self) -> dict[int, int]:
+        """Fold the smallest clusters into their nearest neighbours until at most ``max_clusters``."""
         remap: dict[int, int] = {}
-        while len(self.clusters) > self.max_clusters:
-            self._rebuild()
-            sims = self._matrix @ self._matrix.T
-            np.fill_diagonal(sims, -1.0)
-            sizes = np.array([self.clusters[i].size for i in self._ids])
-            # prefer folding the smallest clusters into their nearest neighbour
-            small = int(np.argmin(sizes + sims.max(axis=1) * 1e-3))
-            j = int(np.argmax(sims[small]))
-            keep, gone = self.clusters[self._ids[j]], self.clusters[self._ids[small]]
+        excess = len(self.clusters) - self.max_clusters
+        if excess <= 0:
+            return remap
+        self._rebuild()
+        sizes = np.array([self.clusters[i].size for i in self._ids])
+        order = np.argsort(sizes, kind="stable")
+        gone_rows = set(int(r) for r in order[:excess])
+        sims = self._active[list(gone_rows)] @ self._active.T
+        sims[:, list(gone_rows)] = -2.0  # never fold into another cluster that is going away
+        for r, row in enumerate(gone_rows):
+            gone = self.clusters[self._ids[row]]
+            keep = self.clusters[self._ids[int(np.argmax(sims[r]))]]
             self._combine(keep, gone)
             remap[gone.id] = keep.id
         self._rebuild()

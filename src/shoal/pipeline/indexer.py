@@ -28,8 +28,9 @@ logger = structlog.get_logger(__name__)
 
 def vector_payload(record: Record) -> dict[str, Any]:
     """What the vector store keeps beside the vector: enough to answer a search without the
-    record store (``_text``, ``_ts``) plus the user's payload."""
-    return {**record.payload, "_text": record.text, "_ts": record.ts.astimezone(UTC).isoformat()}
+    record store (``_text`` and the record time ``ts``, which stores index as a datetime) plus the
+    user's payload."""
+    return {**record.payload, "_text": record.text, "ts": record.ts.astimezone(UTC).isoformat()}
 
 
 class IndexProcessor(Processor):

@@ -54,11 +54,22 @@ def load_tokenizer(path: Path = TOKENIZER_PATH) -> Tokenizer:
     return tokenizer
 
 
+# Titles and abbreviations whose period does not end a sentence even before a capital.
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof sr jr st vs etc fig figs eq eqs no vol al approx dept est inc ltd co corp jan feb "
+    "mar apr jun jul aug sep sept oct nov dec".split()
+)
+_LAST_WORD = re.compile(r"(\w+)\.$")
+
+
 def split_sentences(text: str) -> list[tuple[int, int]]:
     """Character spans of the sentences of ``text`` (whitespace between them excluded)."""
     spans: list[tuple[int, int]] = []
     start = 0
     for match in _SENTENCE_END.finditer(text):
+        word = _LAST_WORD.search(text, max(start, match.start() - 12), match.start())
+        if word is not None and word.group(1).lower() in _ABBREVIATIONS:
+            continue
         spans.append((start, match.start()))
         start = match.end()
     spans.append((start, len(text)))

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Response, status
-from fastapi.responses import ORJSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from shoal.api.deps import ServicesDep
 from shoal.errors import InvalidInput, ShoalError
@@ -17,7 +17,8 @@ from shoal.rag.schemas import IndexBody, IndexOut, QueryBody, QueryOut, RerankBo
 from shoal.rag.service import QueryParams, RagService, RagState
 from shoal.services import Services
 
-router = APIRouter(tags=["rag"])
+# Explicit: the app default (JSONResponse) is deprecated in this FastAPI and warns per response.
+router = APIRouter(tags=["rag"], default_response_class=JSONResponse)
 
 FEATURE = "rag"
 
@@ -97,7 +98,7 @@ async def query(body: QueryBody, services: ServicesDep) -> Any:
     )
     if not body.stream:
         # Serialised directly: the dataclasses already have the documented shape (QueryOut).
-        return ORJSONResponse((await rag.query(params)).to_json())
+        return Response(orjson.dumps((await rag.query(params)).to_json()), media_type="application/json")
     events = rag.stream(params)
     # The first event is awaited here so that a bad request (unknown collection, ...) is still an
     # ordinary HTTP error rather than an error inside a 200 stream.

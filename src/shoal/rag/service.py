@@ -174,7 +174,10 @@ class RagService:
     async def query(self, params: QueryParams) -> Answer:
         """The whole answer (cached per index version)."""
         started = time.perf_counter()
-        cached = self._cached(params)
+        # The key is taken before retrieval: a result computed while the index changed is stored
+        # under the old index version, where no later query looks.
+        key = params.cache_key(self.state.versions.generation(params.collection))
+        cached = self._cached(key)
         if cached is not None:
             return cached
         result = await self.retrieve_sources(params)
@@ -186,13 +189,14 @@ class RagService:
                 result.answer = self._extractive(params.query, result.sources)
             result.timings_ms.generate = _ms(t)
         result.timings_ms.total = _ms(started)
-        self._store(params, result)
+        self._store(key, result)
         return result
 
     async def stream(self, params: QueryParams) -> AsyncIterator[tuple[str, Any]]:
         """``("token", text)`` events, then ``("sources", answer_json)`` (the full answer)."""
         started = time.perf_counter()
-        cached = self._cached(params)
+        key = params.cache_key(self.state.versions.generation(params.collection))
+        cached = self._cached(key)
         if cached is not None:
             if cached.answer:
                 yield "token", cached.answer
@@ -212,22 +216,22 @@ class RagService:
                 yield "token", result.answer
             result.timings_ms.generate = _ms(t)
         result.timings_ms.total = _ms(started)
-        self._store(params, result)
+        self._store(key, result)
         yield "sources", result.to_json()
 
-    def _cached(self, params: QueryParams) -> Answer | None:
-        found = self.state.results.get(params.cache_key(self.state.versions.generation(params.collection)))
+    def _cached(self, key: str) -> Answer | None:
+        found = self.state.results.get(key)
         if found is None:
             return None
         if self.state.metrics is not None:
             self.state.metrics.observe({}, cached=True)
         return Answer(found.answer, found.sources, Timings(), cached=True)
 
-    def _store(self, params: QueryParams, answer: Answer) -> None:
+    def _store(self, key: str, answer: Answer) -> None:
         if self.state.metrics is not None:
             self.state.metrics.observe(asdict(answer.timings_ms), cached=False)
         if self.settings.cache_size:
-            self.state.results[params.cache_key(self.state.versions.generation(params.collection))] = answer
+            self.state.results[key] = answer
 
     def _context(self, sources: Sequence[Source]) -> list[ContextSource]:
         return [ContextSource(s.n, s.title, s.text) for s in sources[: self.settings.context_chunks]]

@@ -96,10 +96,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # per connection: WAL lets readers run beside the writer, foreign keys make delete cascade,
     # busy_timeout makes concurrent writers wait instead of failing with "database is locked"
     cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")  # first: switching to WAL may wait
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
 
 

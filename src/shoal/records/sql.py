@@ -10,15 +10,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shoal.errors import BackendError, CollectionNotFound
 from shoal.records.base import Collection, CollectionStats, Record, RecordStore, Status
-from shoal.records.migrations import ensure_current, upgrade_engine
+from shoal.records.migrations import check_current, ensure_current, migrate, upgrade_engine
 from shoal.records.schema import collections as _collections
 from shoal.records.schema import make_engine
 from shoal.records.schema import records as _records
+
+__all__ = ["SqlRecordStore", "check_current", "migrate"]
 
 # ids per IN (...) statement: far below SQLite's and asyncpg's bound-parameter limits
 _CHUNK = 1000
@@ -93,7 +95,9 @@ class SqlRecordStore(RecordStore):
             async with self._engine.begin() as conn:
                 yield conn
         except (SQLAlchemyError, OSError) as exc:
-            raise BackendError(f"record store ({self._dialect}): {exc}") from exc
+            # the driver's message, without the statement and its (possibly thousands of) parameters
+            cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+            raise BackendError(f"record store ({self._dialect}): {cause}") from exc
 
     def _insert(self, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
         return postgresql.insert(table) if self._dialect == "postgresql" else sqlite.insert(table)
@@ -101,9 +105,7 @@ class SqlRecordStore(RecordStore):
     # -- collections -------------------------------------------------------------------------------
     async def create_collection(self, collection: Collection) -> bool:
         values = {name: getattr(collection, name) for name in _COLLECTION_COLUMNS}
-        stmt = (
-            self._insert(_collections).values(values).on_conflict_do_nothing().returning(_collections.c.name)
-        )
+        stmt = self._insert(_collections).values(values).on_conflict_do_nothing().returning(_collections.c.name)
         async with self._begin() as conn:
             return (await conn.execute(stmt)).first() is not None
 
@@ -123,11 +125,7 @@ class SqlRecordStore(RecordStore):
         Raises:
             CollectionNotFound: no collection has that name.
         """
-        values = {
-            name: getattr(collection, name)
-            for name in _COLLECTION_COLUMNS
-            if name not in {"name", "created_at"}
-        }
+        values = {name: getattr(collection, name) for name in _COLLECTION_COLUMNS if name not in {"name", "created_at"}}
         stmt = (
             sa.update(_collections)
             .where(_collections.c.name == collection.name)
@@ -180,9 +178,7 @@ class SqlRecordStore(RecordStore):
         found: dict[str, Record] = {}
         async with self._begin() as conn:
             for chunk in _chunks(ids):
-                stmt = sa.select(_records).where(
-                    _records.c.collection == collection, _records.c.id.in_(chunk)
-                )
+                stmt = sa.select(_records).where(_records.c.collection == collection, _records.c.id.in_(chunk))
                 for row in await conn.execute(stmt):
                     record = _record(row)
                     found[record.id] = record

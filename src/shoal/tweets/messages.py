@@ -6,8 +6,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
 
-RESERVED = frozenset({"id", "text", "user_id", "username"})
-
 
 def _id_text(value: object) -> object:
     # Tweet ids often arrive as JSON numbers; they are stored as strings.
@@ -30,8 +28,8 @@ class TweetIn(BaseModel):
     @model_validator(mode="after")
     def _no_reserved_extras(self) -> TweetIn:
         for key in self.model_extra or {}:
-            if key.startswith("_"):
-                raise ValueError(f"field {key!r}: names starting with '_' are reserved")
+            if key.startswith("_") or key == "ts":
+                raise ValueError(f"field {key!r}: 'ts' and names starting with '_' are reserved")
         return self
 
     def payload(self) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from shoal.vectors import Hit, Point
 logger = structlog.get_logger(__name__)
 
 Event = dict[str, Any]
+STORE_KEYS = frozenset({"ts"})
+"""Payload keys the pipeline adds beside the tweet's own (the record time)."""
 
 
 class Listener(Protocol):
@@ -59,9 +61,14 @@ def user_filter(user_id: str) -> Filter:
     return Filter(must=[FieldCondition(key="user_id", match=Match(value=user_id))])
 
 
+def visible(payload: dict[str, Any]) -> dict[str, Any]:
+    """A payload without the keys the pipeline and the store add."""
+    return {k: v for k, v in payload.items() if not k.startswith("_") and k not in STORE_KEYS}
+
+
 def public_payload(hit: Hit | Point) -> dict[str, Any]:
-    """What a client sees of a tweet: its payload without reserved keys, plus ``text``."""
-    payload = {k: v for k, v in hit.payload.items() if not k.startswith("_")}
+    """What a client sees of a tweet: its own payload plus ``text``."""
+    payload = visible(hit.payload)
     payload["text"] = hit.payload.get("_text")
     return payload
 

@@ -10,7 +10,7 @@ from shoal.api.deps import ServicesDep
 from shoal.errors import Forbidden, InvalidInput
 from shoal.search import search
 from shoal.tweets.messages import SearchPayloadIn
-from shoal.tweets.push import public_payload, user_filter
+from shoal.tweets.push import public_payload, user_filter, visible
 from shoal.tweets.settings import TweetSettings
 
 router = APIRouter(tags=["tweets"])
@@ -31,17 +31,13 @@ async def search_payload(body: SearchPayloadIn, request: Request, services: Serv
     if body.query is not None:
         results = await search(services, settings.collection, text=body.query, filter=scope, limit=body.limit)
         points = [
-            {"id": r.id, "score": round(r.score, 6), "payload": {**_visible(r.payload), "text": r.text}}
+            {"id": r.id, "score": round(r.score, 6), "payload": {**visible(r.payload), "text": r.text}}
             for r in results
         ]
     else:
         collection = await services.collections.get(settings.collection)
         found = await services.vectors.scroll(
-            collection.vector_name, filter=scope, limit=body.limit, order_by="_ts", descending=True
+            collection.vector_name, filter=scope, limit=body.limit, order_by="ts", descending=True
         )
         points = [{"id": p.id, "payload": public_payload(p)} for p in found]
     return {"status": "success", "payload": {"points": points}}
-
-
-def _visible(payload: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in payload.items() if not k.startswith("_")}

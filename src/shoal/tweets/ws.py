@@ -185,7 +185,10 @@ class Connection:
         try:
             await handler(message)
         except ValidationError as exc:
-            self.error(InvalidInput(describe_validation(exc.errors())))
+            # Name fields as "subscribe.query": a bare "query" would read as a location.
+            prefix = [] if kind == "tweets" else [str(kind)]
+            errors = [{**e, "loc": (".".join([*prefix, *map(str, e["loc"])]),)} for e in exc.errors()]
+            self.error(InvalidInput(describe_validation(errors)))
         except ShoalError as exc:
             self.error(exc)
 

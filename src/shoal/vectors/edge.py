@@ -20,16 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import numpy as np
 import qdrant_edge as edge
 
 from shoal.errors import BackendError, CollectionNotFound, Conflict, InvalidInput, ShoalError
 from shoal.filters import Filter
-from shoal.vectors import edge_filters as ef
+from shoal.vectors import edge_filters as codec
 from shoal.vectors.base import Hit, Point, SparseVector, VectorStore
 
-DENSE = "dense"
-SPARSE = "bm25"
+DENSE = codec.DENSE
+SPARSE = codec.SPARSE
 IndexKind = Literal["keyword", "integer", "float", "bool", "datetime", "text", "uuid"]
 
 _SCHEMAS: dict[str, edge.PayloadSchemaType] = {
@@ -128,7 +127,7 @@ class EdgeVectorStore(VectorStore):
             else:
                 collection = await self._call(self._create_shard, name, dim, sparse)
                 self._collections[name] = collection
-        wanted: dict[str, IndexKind] = {ef.ID_KEY: "keyword", ef.TS_FIELD: "datetime", **(indexes or {})}
+        wanted: dict[str, IndexKind] = {codec.ID_KEY: "keyword", codec.TS_FIELD: "datetime", **(indexes or {})}
         for key, kind in wanted.items():
             await self.ensure_index(name, key, kind)
 
@@ -140,7 +139,7 @@ class EdgeVectorStore(VectorStore):
         if kind not in _SCHEMAS:
             raise InvalidInput(f"index kind {kind!r}: expected one of {sorted(_SCHEMAS)}")
         shard = (await self._get(name)).shard
-        path = ef.field_key(key)
+        path = codec.field_key(key)
 
         def create() -> None:
             current = shard.info().payload_schema.get(path)
@@ -166,18 +165,18 @@ class EdgeVectorStore(VectorStore):
         if not points:
             return
         collection = await self._get(name)
-        edge_points = [_to_edge_point(p, collection) for p in points]
+        edge_points = [codec.to_edge_point(p, collection.dim, collection.sparse) for p in points]
         await self._call(collection.shard.update, edge.UpdateOperation.upsert_points(edge_points))
 
     async def delete(self, name: str, ids: Sequence[str]) -> None:
         if not ids:
             return
         shard = (await self._get(name)).shard
-        uuids: list[Any] = [ef.point_uuid(i) for i in ids]
+        uuids: list[Any] = [codec.point_uuid(i) for i in ids]
         await self._call(shard.update, edge.UpdateOperation.delete_points(uuids))
 
     async def delete_by_filter(self, name: str, filter: Filter) -> None:
-        edge_filter = ef.to_edge(filter)
+        edge_filter = codec.to_edge(filter)
         if edge_filter is None:
             raise InvalidInput("delete_by_filter needs a non-empty filter")
         shard = (await self._get(name)).shard
@@ -198,9 +197,9 @@ class EdgeVectorStore(VectorStore):
         if not ids:
             return []
         shard = (await self._get(name)).shard
-        uuids: list[Any] = [ef.point_uuid(i) for i in ids]
+        uuids: list[Any] = [codec.point_uuid(i) for i in ids]
         records = await self._call(shard.retrieve, uuids, True, with_vectors)
-        found = {p.id: p for p in map(_to_point, records)}
+        found = {p.id: p for p in map(codec.to_point, records)}
         return [found[i] for i in dict.fromkeys(ids) if i in found]
 
     async def search(
@@ -220,7 +219,7 @@ class EdgeVectorStore(VectorStore):
         request = edge.QueryRequest(
             limit=limit,
             offset=offset or None,
-            query=edge.Query.Nearest(_dense(vector, collection.dim), using=DENSE),
+            query=edge.Query.Nearest(codec.dense(vector, collection.dim), using=DENSE),
             filter=_filter(filter, exclude_ids),
             score_threshold=score_threshold,
             params=edge.SearchParams(hnsw_ef=ef) if ef else None,
@@ -237,8 +236,8 @@ class EdgeVectorStore(VectorStore):
         collection = await self._get(name, sparse=True)
         request = edge.QueryRequest(
             limit=limit,
-            query=edge.Query.Nearest(_sparse(sparse), using=SPARSE),
-            filter=ef.to_edge(filter),
+            query=edge.Query.Nearest(codec.sparse(sparse), using=SPARSE),
+            filter=codec.to_edge(filter),
             with_payload=True,
         )
         return await self._query(collection, request)
@@ -258,14 +257,16 @@ class EdgeVectorStore(VectorStore):
         """Dense and BM25 candidates fused by reciprocal rank (weighted when ``weights`` is given).
 
         Args:
-            weights: (dense, sparse) multipliers of each list's RRF contribution.
+            weights: (dense, sparse) weights; Edge divides each list's ranks by its weight, so a
+                weight above 1 pulls that list's items up.
             prefetch: Candidates taken from each list before fusion (default ``4 * limit``, ≥ 20).
             rrf_k: RRF rank offset; larger flattens the advantage of top ranks.
 
-        Scores are RRF sums (``Σ w / (rrf_k + rank)``), comparable only within one result.
+        Scores are ``Σ 1 / (rrf_k - 1 + rank / weight)`` over the lists (ranks from 1), comparable
+        only within one result.
         """
         collection = await self._get(name, sparse=True)
-        edge_filter = ef.to_edge(filter)
+        edge_filter = codec.to_edge(filter)
         depth = prefetch or max(4 * limit, 20)
         # The stub's ScoringQueryType omits the nested Rrf class the runtime expects.
         fusion: Any = edge.Fusion.Rrf(k=rrf_k, weights=list(weights) if weights else None)
@@ -273,9 +274,9 @@ class EdgeVectorStore(VectorStore):
             limit=limit,
             prefetches=[
                 edge.Prefetch(
-                    depth, query=edge.Query.Nearest(_dense(dense, collection.dim), using=DENSE), filter=edge_filter
+                    depth, query=edge.Query.Nearest(codec.dense(dense, collection.dim), using=DENSE), filter=edge_filter
                 ),
-                edge.Prefetch(depth, query=edge.Query.Nearest(_sparse(sparse), using=SPARSE), filter=edge_filter),
+                edge.Prefetch(depth, query=edge.Query.Nearest(codec.sparse(sparse), using=SPARSE), filter=edge_filter),
             ],
             query=fusion,
             with_payload=True,
@@ -284,7 +285,7 @@ class EdgeVectorStore(VectorStore):
 
     async def count(self, name: str, filter: Filter | None = None) -> int:
         shard = (await self._get(name)).shard
-        return await self._call(shard.count, edge.CountRequest(exact=True, filter=ef.to_edge(filter)))
+        return await self._call(shard.count, edge.CountRequest(exact=True, filter=codec.to_edge(filter)))
 
     async def scroll(
         self,
@@ -301,16 +302,16 @@ class EdgeVectorStore(VectorStore):
         order = None
         if order_by is not None:
             direction = edge.Direction.Desc if descending else edge.Direction.Asc
-            order = edge.OrderBy(ef.field_key(order_by), direction=direction)
-        request = edge.ScrollRequest(limit=limit, filter=ef.to_edge(filter), with_payload=True, order_by=order)
+            order = edge.OrderBy(codec.field_key(order_by), direction=direction)
+        request = edge.ScrollRequest(limit=limit, filter=codec.to_edge(filter), with_payload=True, order_by=order)
         records, _next = await self._call(shard.scroll, request)
-        return [_to_point(r) for r in records]
+        return [codec.to_point(r) for r in records]
 
     # -- internals -----------------------------------------------------------------------------
 
     async def _query(self, collection: _Collection, request: edge.QueryRequest) -> list[Hit]:
         scored = await self._call(collection.shard.query, request)
-        return [_to_hit(s) for s in scored]
+        return [codec.to_hit(s) for s in scored]
 
     async def _get(self, name: str, *, sparse: bool = False) -> _Collection:
         collection = self._collections.get(name)
@@ -378,49 +379,4 @@ def _close_shard(shard: edge.EdgeShard) -> None:
 
 
 def _filter(filter: Filter | None, exclude_ids: Sequence[str]) -> edge.Filter | None:
-    return ef.to_edge(filter, exclude_ids=exclude_ids)
-
-
-def _dense(vector: Sequence[float], dim: int) -> list[float]:
-    values: list[float] = np.asarray(vector, dtype=np.float32).ravel().tolist()
-    if len(values) != dim:
-        raise InvalidInput(f"vector has {len(values)} dimensions, the collection expects {dim}")
-    return values
-
-
-def _sparse(sparse: SparseVector) -> edge.SparseVector:
-    if len(sparse.indices) != len(sparse.values):
-        raise InvalidInput("sparse vector: indices and values differ in length")
-    return edge.SparseVector(list(sparse.indices), [float(v) for v in sparse.values])
-
-
-def _to_edge_point(point: Point, collection: _Collection) -> edge.Point:
-    vectors: dict[str, Any] = {}
-    if point.vector is not None:
-        vectors[DENSE] = _dense(point.vector, collection.dim)
-    if point.sparse is not None:
-        if not collection.sparse:
-            raise InvalidInput(f"point {point.id!r} has a sparse vector but the collection has none")
-        vectors[SPARSE] = _sparse(point.sparse)
-    return edge.Point(ef.point_uuid(point.id), vectors, ef.encode_payload(point.id, point.payload))
-
-
-def _vectors(raw: Any) -> tuple[list[float] | None, SparseVector | None]:
-    if not isinstance(raw, dict):
-        return None, None
-    dense = raw.get(DENSE)
-    stored_sparse = raw.get(SPARSE)
-    sparse = None if stored_sparse is None else SparseVector(stored_sparse.indices, stored_sparse.values)
-    return (list(dense) if dense is not None else None), sparse
-
-
-def _to_point(record: edge.Record) -> Point:
-    point_id, payload = ef.decode_payload(record.payload)
-    dense, sparse = _vectors(record.vector)
-    return Point(id=point_id, vector=dense, payload=payload, sparse=sparse)
-
-
-def _to_hit(scored: edge.ScoredPoint) -> Hit:
-    point_id, payload = ef.decode_payload(scored.payload)
-    dense, _sparse_vector = _vectors(scored.vector)
-    return Hit(id=point_id, score=scored.score, payload=payload, vector=dense)
+    return codec.to_edge(filter, exclude_ids=exclude_ids)

@@ -1,4 +1,4 @@
-"""Translation between Shoal's ids, payloads and filters and Qdrant Edge's.
+"""Translation between Shoal's points, ids, payloads and filters and Qdrant Edge's.
 
 Edge point ids must be integers or UUIDs, so a caller's string id becomes a UUID5 over a fixed
 namespace; the original string rides in the payload under ``_id``. The record timestamp (payload
@@ -13,15 +13,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import qdrant_edge as edge
 
 from shoal.errors import InvalidInput
 from shoal.filters import FieldCondition, Filter, HasId, Match, Range
+from shoal.vectors.base import Hit, Point, SparseVector
 
 ID_KEY = "_id"
 TS_KEY = "_ts"
 RESERVED = frozenset({ID_KEY, TS_KEY})
 TS_FIELD = "ts"
+DENSE = "dense"
+SPARSE = "bm25"
 
 # Fixed forever: changing it would orphan every stored point.
 _NAMESPACE = uuid.UUID("6f1c1e0a-5b7d-4a52-9d8e-3c2f0b9a7e41")
@@ -151,3 +155,48 @@ def _iso(bound: float | datetime | None) -> str | None:
 
 def _num(bound: float | datetime | None) -> float | None:
     return bound if bound is None or isinstance(bound, float | int) else None
+
+
+def dense(vector: Sequence[float], dim: int) -> list[float]:
+    values: list[float] = np.asarray(vector, dtype=np.float32).ravel().tolist()
+    if len(values) != dim:
+        raise InvalidInput(f"vector has {len(values)} dimensions, the collection expects {dim}")
+    return values
+
+
+def sparse(sparse: SparseVector) -> edge.SparseVector:
+    if len(sparse.indices) != len(sparse.values):
+        raise InvalidInput("sparse vector: indices and values differ in length")
+    return edge.SparseVector(list(sparse.indices), [float(v) for v in sparse.values])
+
+
+def to_edge_point(point: Point, dim: int, has_sparse: bool) -> edge.Point:
+    vectors: dict[str, Any] = {}
+    if point.vector is not None:
+        vectors[DENSE] = dense(point.vector, dim)
+    if point.sparse is not None:
+        if not has_sparse:
+            raise InvalidInput(f"point {point.id!r} has a sparse vector but the collection has none")
+        vectors[SPARSE] = sparse(point.sparse)
+    return edge.Point(point_uuid(point.id), vectors, encode_payload(point.id, point.payload))
+
+
+def _vectors(raw: Any) -> tuple[list[float] | None, SparseVector | None]:
+    if not isinstance(raw, dict):
+        return None, None
+    dense_values = raw.get(DENSE)
+    stored_sparse = raw.get(SPARSE)
+    found = None if stored_sparse is None else SparseVector(stored_sparse.indices, stored_sparse.values)
+    return (list(dense_values) if dense_values is not None else None), found
+
+
+def to_point(record: edge.Record) -> Point:
+    point_id, payload = decode_payload(record.payload)
+    dense_values, sparse_values = _vectors(record.vector)
+    return Point(id=point_id, vector=dense_values, payload=payload, sparse=sparse_values)
+
+
+def to_hit(scored: edge.ScoredPoint) -> Hit:
+    point_id, payload = decode_payload(scored.payload)
+    dense_values, _ = _vectors(scored.vector)
+    return Hit(id=point_id, score=scored.score, payload=payload, vector=dense_values)

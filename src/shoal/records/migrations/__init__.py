@@ -75,8 +75,7 @@ async def ensure_current(engine: AsyncEngine) -> None:
     unknown = current - {rev.revision for rev in ScriptDirectory.from_config(_config()).walk_revisions()}
     if unknown:
         raise ConfigurationError(
-            f"database schema is at revision {sorted(unknown)}, newer than this version of Shoal knows; "
-            "upgrade Shoal"
+            f"database schema is at revision {sorted(unknown)}, newer than this version of Shoal knows; upgrade Shoal"
         )
     raise ConfigurationError(BEHIND)
 

@@ -1,0 +1,271 @@
+"""Tweet-stream benchmark: 200 concurrent WebSocket clients against a real server process.
+
+    .venv/bin/python bench/ws.py [--clients 200] [--seconds 20]
+
+1. The embedding engine's ceiling (texts/s, warm, no cache) measured here, in this run.
+2. Sustained tweets/s: every client keeps a few batches in flight; a tweet counts once its
+   ``similar`` push arrives (embedded, indexed, searched, pushed). Reported as a ratio to the ceiling.
+3. Ingest → push latency p50/p99 at half that rate, spread evenly over the clients.
+4. Server RSS idle (model loaded) and peak under load; server CPU % idle (no clients, then 200 idle
+   connections). Writes ``bench/results/ws.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import psutil  # type: ignore[import-untyped]
+from rich.console import Console
+from rich.table import Table
+from websockets.asyncio.client import ClientConnection, connect
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "tweeteval" / "sentiment" / "val_text.txt"
+RESULTS = ROOT / "bench" / "results" / "ws.json"
+TARGETS = {"throughput_ratio": 0.9, "push_p99_ms": 500.0, "rss_idle_mb": 250.0, "cpu_idle_percent": 1.0}
+SERVER = """
+import sys, uvicorn
+from shoal.app import CoreFeature, create_app
+from shoal.settings import Settings
+from shoal.tweets import TweetsFeature
+app = create_app(Settings(), [CoreFeature(), TweetsFeature()])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_config=None, access_log=False,
+            ws_ping_interval=20, ws_ping_timeout=20)
+"""
+
+
+class Texts:
+    """Unique tweet texts (a counter suffix keeps the server's embedding cache out of the figures)."""
+
+    def __init__(self) -> None:
+        self.lines = [line.strip() for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
+        self.n = 0
+
+    def next(self) -> str:
+        self.n += 1
+        return f"{self.lines[self.n % len(self.lines)]} #{self.n}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def engine_ceiling(texts: list[str]) -> float:
+    spec = importlib.util.spec_from_file_location("bench_embed", ROOT / "bench" / "embed.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ceiling: float = await module.engine_ceiling(texts)
+    return ceiling
+
+
+class Client:
+    def __init__(self, ws: ClientConnection, index: int) -> None:
+        self.ws = ws
+        self.user = f"user_{index}"
+        self.sent_at: dict[str, float] = {}
+        self.latencies: list[float] = []
+        self.pushed = 0
+        self.in_flight = 0
+        self.room = asyncio.Event()
+        self.room.set()
+
+    async def read(self) -> None:
+        async for raw in self.ws:
+            message = orjson.loads(raw)
+            if message.get("type") == "similar":
+                sent = self.sent_at.pop(message["tweet_id"], None)
+                if sent is not None:
+                    self.latencies.append(time.perf_counter() - sent)
+                self.pushed += 1
+                self.in_flight -= 1
+                self.room.set()
+            elif message.get("type") == "error":
+                raise RuntimeError(f"server error: {message}")
+
+    async def send(self, texts: Texts, n: int, prefix: str) -> None:
+        batch = []
+        now = time.perf_counter()
+        for _ in range(n):
+            tweet_id = f"{prefix}-{texts.n}-{self.user}"
+            self.sent_at[tweet_id] = now
+            batch.append({"id": tweet_id, "user_id": self.user, "username": self.user, "text": texts.next()})
+        self.in_flight += n
+        await self.ws.send(orjson.dumps({"tweets": batch}).decode())
+
+
+async def saturate(clients: list[Client], texts: Texts, seconds: float, batch: int, window: int) -> float:
+    """Every client keeps ``window`` tweets in flight; tweets pushed per second over ``seconds``."""
+    stop = time.perf_counter() + 3.0
+
+    async def drive(client: Client) -> None:
+        while time.perf_counter() < stop:
+            if client.in_flight + batch > window:
+                client.room.clear()
+                await client.room.wait()
+                continue
+            await client.send(texts, batch, "s")
+
+    await asyncio.gather(*(drive(c) for c in clients[:20]))  # warm-up: a few clients fill the pipeline
+    start_count = sum(c.pushed for c in clients)
+    started = time.perf_counter()
+    stop = started + seconds
+    await asyncio.gather(*(drive(c) for c in clients))
+    elapsed = time.perf_counter() - started
+    rate = (sum(c.pushed for c in clients) - start_count) / elapsed
+    deadline = time.perf_counter() + 60
+    while any(c.in_flight > 0 for c in clients) and time.perf_counter() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)  # drain, so the paced phase starts from an empty pipeline
+    return rate
+
+
+async def paced(clients: list[Client], texts: Texts, rate: float, seconds: float) -> list[float]:
+    """Send ``rate`` tweets/s spread evenly over the clients; ingest → push latencies (s)."""
+    for client in clients:
+        client.latencies.clear()
+    interval = len(clients) / rate
+
+    async def drive(client: Client, offset: float) -> None:
+        await asyncio.sleep(offset)
+        next_at = time.perf_counter()
+        stop = next_at + seconds
+        while next_at < stop:
+            await client.send(texts, 1, "p")
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+
+    await asyncio.gather(*(drive(c, i * interval / len(clients)) for i, c in enumerate(clients)))
+    deadline = time.perf_counter() + 10
+    while any(c.sent_at for c in clients) and time.perf_counter() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)  # the last pushes, with a deadline
+    return [lat for c in clients for lat in c.latencies]
+
+
+async def sample_rss(process: psutil.Process, stop: asyncio.Event, peak: list[float]) -> None:
+    while not stop.is_set():
+        peak[0] = max(peak[0], process.memory_info().rss / 2**20)
+        await asyncio.sleep(0.25)
+
+
+async def cpu_percent(process: psutil.Process, seconds: float) -> float:
+    process.cpu_percent(None)
+    await asyncio.sleep(seconds)
+    return float(process.cpu_percent(None))
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    texts = Texts()
+    ceiling = await engine_ceiling([texts.next() for _ in range(args.ceiling_texts)])
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="shoal-bench-ws-") as data_dir:
+        env = {**os.environ, "SHOAL_DATA_DIR": data_dir, "SHOAL_LOG_LEVEL": "WARNING",
+               "SHOAL_RATE_LIMIT_PER_S": "100000", "SHOAL_TWEETS_DEFAULT_K": str(args.k),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+        server = await asyncio.create_subprocess_exec(sys.executable, "-c", SERVER, str(port), env=env)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                deadline = time.monotonic() + 120
+                while True:
+                    try:
+                        if (await http.get("/health")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if time.monotonic() > deadline or server.returncode is not None:
+                        raise RuntimeError("server did not start")
+                    await asyncio.sleep(0.2)
+            process = psutil.Process(server.pid)
+            await asyncio.sleep(2)  # let start-up work (optimizer, imports) settle before the idle figures
+            rss_idle = process.memory_info().rss / 2**20
+            cpu_idle = await cpu_percent(process, args.idle_seconds)
+            sockets = [connect(f"ws://127.0.0.1:{port}/ws", open_timeout=60, max_queue=None)
+                       for _ in range(args.clients)]
+            conns = [await s for s in sockets]
+            clients = [Client(ws, i) for i, ws in enumerate(conns)]
+            readers = [asyncio.create_task(c.read()) for c in clients]
+            try:
+                cpu_idle_connected = await cpu_percent(process, args.idle_seconds)
+                peak = [rss_idle]
+                stop = asyncio.Event()
+                sampler = asyncio.create_task(sample_rss(process, stop, peak))
+                throughput = await saturate(clients, texts, args.seconds, args.batch, args.window)
+                latencies = np.asarray(await paced(clients, texts, throughput / 2, args.seconds)) * 1000
+                stop.set()
+                await sampler
+            finally:
+                for ws in conns:
+                    await ws.close()
+                for task in readers:
+                    task.cancel()
+                await asyncio.gather(*readers, return_exceptions=True)
+        finally:
+            server.terminate()
+            await asyncio.wait_for(server.wait(), timeout=60)
+    return {
+        "clients": args.clients,
+        "engine_ceiling_texts_per_s": round(ceiling, 1),
+        "sustained_tweets_per_s": round(throughput, 1),
+        "throughput_ratio": round(throughput / ceiling, 3),
+        "paced_rate_tweets_per_s": round(throughput / 2, 1),
+        "push_p50_ms": round(float(np.percentile(latencies, 50)), 1) if len(latencies) else None,
+        "push_p99_ms": round(float(np.percentile(latencies, 99)), 1) if len(latencies) else None,
+        "pushes_measured": len(latencies),
+        "rss_idle_mb": round(rss_idle, 1),
+        "rss_load_peak_mb": round(peak[0], 1),
+        "cpu_idle_percent": round(cpu_idle, 2),
+        "cpu_idle_200_connections_percent": round(cpu_idle_connected, 2),
+        "k": args.k,
+        "targets": TARGETS,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each measured phase")
+    parser.add_argument("--batch", type=int, default=8, help="tweets per batch while saturating")
+    parser.add_argument("--window", type=int, default=24, help="tweets in flight per client while saturating")
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--idle-seconds", type=float, default=5.0)
+    parser.add_argument("--ceiling-texts", type=int, default=3000)
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    table = Table(title=f"Tweet stream, {args.clients} WebSocket clients")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    rows = [
+        ("engine ceiling (texts/s)", result["engine_ceiling_texts_per_s"], ""),
+        ("sustained tweets/s", result["sustained_tweets_per_s"], ""),
+        ("ratio to ceiling", result["throughput_ratio"], f"≥ {TARGETS['throughput_ratio']}"),
+        (f"push p50 ms @ {result['paced_rate_tweets_per_s']}/s", result["push_p50_ms"], ""),
+        (f"push p99 ms @ {result['paced_rate_tweets_per_s']}/s", result["push_p99_ms"], f"≤ {TARGETS['push_p99_ms']}"),
+        ("RSS idle MB", result["rss_idle_mb"], f"≤ {TARGETS['rss_idle_mb']}"),
+        ("RSS peak under load MB", result["rss_load_peak_mb"], ""),
+        ("CPU idle %", result["cpu_idle_percent"], f"< {TARGETS['cpu_idle_percent']}"),
+        ("CPU idle, 200 connections %", result["cpu_idle_200_connections_percent"], ""),
+    ]
+    for name, value, target in rows:
+        table.add_row(name, str(value), target)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

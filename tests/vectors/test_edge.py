@@ -1,0 +1,129 @@
+"""Qdrant Edge specifics: files on disk, reopening, real HNSW builds, reserved payload keys."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qdrant_edge import Bm25
+from qdrant_edge import SparseVector as EdgeSparse
+
+from shoal.errors import BackendError, CollectionNotFound, Conflict, InvalidInput
+from shoal.filters import Filter
+from shoal.vectors.base import Point, SparseVector
+from shoal.vectors.edge import EdgeVectorStore
+from tests.vectors.conftest import unit_vectors
+
+DIM = 32
+
+
+async def test_reopen_keeps_points_config_and_indexes(tmp_path: Path) -> None:
+    vectors = unit_vectors(50, DIM)
+    bm25 = Bm25()
+    async with EdgeVectorStore(tmp_path) as store:
+        await store.create_collection("c", DIM, sparse=True, indexes={"rank": "integer"})
+        await store.upsert(
+            "c",
+            [
+                Point(
+                    id=f"p{i}",
+                    vector=vectors[i].tolist(),
+                    payload={"rank": i, "ts": 1_700_000_000 + i},
+                    sparse=_sv(bm25.embed_document(f"word{i} shared")),
+                )
+                for i in range(50)
+            ],
+        )
+    async with EdgeVectorStore(tmp_path) as store:
+        assert await store.has_collection("c")
+        assert await store.count("c") == 50
+        (hit,) = await store.search("c", vectors[7].tolist(), limit=1)
+        assert hit.id == "p7" and hit.payload == {"rank": 7, "ts": "2023-11-14T22:13:27Z"}
+        (sparse_hit,) = await store.search_sparse("c", _sv(bm25.embed_query("word9")), limit=1)
+        assert sparse_hit.id == "p9"
+        top = await store.scroll("c", limit=2, order_by="rank")
+        assert [p.id for p in top] == ["p49", "p48"]
+        await store.create_collection("c", DIM, sparse=True)  # same config: fine
+        with pytest.raises(Conflict):
+            await store.create_collection("c", DIM + 1, sparse=True)
+        with pytest.raises(Conflict):
+            await store.create_collection("c", DIM)
+
+
+async def test_drop_removes_files(tmp_path: Path) -> None:
+    async with EdgeVectorStore(tmp_path) as store:
+        await store.create_collection("gone", DIM)
+        await store.upsert("gone", [Point(id="a", vector=unit_vectors(1, DIM)[0].tolist())])
+        assert (tmp_path / "gone").is_dir()
+        await store.drop_collection("gone")
+        assert not (tmp_path / "gone").exists()
+        await store.create_collection("gone", DIM)
+        assert await store.count("gone") == 0
+
+
+async def test_unknown_collection_and_closed_store(tmp_path: Path) -> None:
+    store = EdgeVectorStore(tmp_path)
+    async with store:
+        await store.ping()
+        with pytest.raises(CollectionNotFound):
+            await store.search("nope", [0.0] * DIM)
+    with pytest.raises(BackendError):
+        await store.ping()
+
+
+async def test_reserved_payload_keys_are_refused(tmp_path: Path) -> None:
+    async with EdgeVectorStore(tmp_path) as store:
+        await store.create_collection("c", DIM)
+        vector = unit_vectors(1, DIM)[0].tolist()
+        for key in ("_id", "_ts"):
+            with pytest.raises(InvalidInput):
+                await store.upsert("c", [Point(id="a", vector=vector, payload={key: "x"})])
+        with pytest.raises(InvalidInput):
+            await store.upsert("c", [Point(id="a", vector=vector, payload={"ts": "yesterday"})])
+
+
+async def test_mixed_match_any_is_invalid(tmp_path: Path) -> None:
+    async with EdgeVectorStore(tmp_path) as store:
+        await store.create_collection("c", DIM)
+        mixed = Filter.model_validate({"must": [{"key": "k", "match": {"any": ["a", 1]}}]})
+        with pytest.raises(InvalidInput):
+            await store.count("c", mixed)
+
+
+async def test_optimize_builds_hnsw_while_serving(tmp_path: Path) -> None:
+    vectors = unit_vectors(3000, DIM, seed=5)
+    # A 100 KB threshold makes 3000 x 32 floats (~384 KB) worth an HNSW build.
+    async with EdgeVectorStore(tmp_path, indexing_threshold_kb=100) as store:
+        await store.create_collection("c", DIM, indexes={"user": "keyword"})
+        await store.upsert(
+            "c", [Point(id=f"p{i}", vector=v.tolist(), payload={"user": f"u{i % 7}"}) for i, v in enumerate(vectors)]
+        )
+        optimizing = asyncio.create_task(store.optimize("c"))
+        late = unit_vectors(50, DIM, seed=6)
+        try:
+            for i, vector in enumerate(late):
+                await store.upsert("c", [Point(id=f"late{i}", vector=vector.tolist(), payload={"user": "u0"})])
+                (hit,) = await store.search("c", vector.tolist(), limit=1)
+                assert hit.id == f"late{i}"
+        finally:
+            await optimizing
+        await store.optimize("c")
+        info = store._collections["c"].shard.info()
+        assert info.indexed_vectors_count >= 3000
+        assert await store.count("c") == 3050
+
+        everything = np.vstack([vectors, late])
+        ids = [f"p{i}" for i in range(3000)] + [f"late{i}" for i in range(50)]
+        queries = unit_vectors(20, DIM, seed=8)
+        found = 0
+        for query in queries:
+            exact = {ids[j] for j in np.argsort(-(everything @ query))[:10]}
+            hits = await store.search("c", query.tolist(), limit=10, ef=128)
+            found += len(exact & {h.id for h in hits})
+        assert found / (10 * len(queries)) >= 0.9
+
+
+def _sv(vector: EdgeSparse) -> SparseVector:
+    return SparseVector(list(vector.indices), list(vector.values))

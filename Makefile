@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run dev test lint format bench chromium clean
 
+include Makefile.model
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

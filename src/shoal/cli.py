@@ -198,3 +198,15 @@ def main() -> None:
     except ShoalError as exc:
         console.print(f"[red]{exc.code}:[/red] {exc}")
         sys.exit(2)
+
+
+def _register_feature_commands() -> None:
+    """Capabilities add their commands through a ``register(app)`` function of their own."""
+    import importlib
+
+    for module in _FEATURE_COMMANDS:
+        importlib.import_module(module).register(app)
+
+
+_FEATURE_COMMANDS: list[str] = []
+_register_feature_commands()

@@ -2,11 +2,21 @@
 
 Reads are served from memory (every request checks its collection); changes go to the record
 store first, then the vector store. A model switch (re-embed) swaps ``vector_name`` in one step.
+
+A collection has up to three vector collections, one per model, never mixed: the current one
+(``vector_name``, searched), a shadow being built for the next model (``shadow_vector_name``) and the
+previous one kept warm for a rollback (``config["previous_vector_name"]``). A ``Collection`` is never
+changed in place: every change replaces the object, so a search that read it keeps one consistent
+(model, vector collection) pair until it finishes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +33,27 @@ def vector_name_for(name: str, model: str) -> str:
     return f"{name}__{safe}"
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One vector collection of a collection and the model whose vectors it holds."""
+
+    vector_name: str
+    model: str
+    role: str
+    """``current``, ``shadow`` or ``previous``."""
+
+
+def targets(collection: Collection) -> list[Target]:
+    """Every vector collection that new records must be written to, the current one first."""
+    found = [Target(collection.vector_name, collection.model, "current")]
+    if collection.shadow_vector_name and collection.shadow_model:
+        found.append(Target(collection.shadow_vector_name, collection.shadow_model, "shadow"))
+    previous, previous_model = collection.config.get("previous_vector_name"), collection.config.get("previous_model")
+    if previous and previous_model and previous != collection.vector_name:
+        found.append(Target(previous, previous_model, "previous"))
+    return found
+
+
 class Collections:
     def __init__(self, records: RecordStore, vectors: VectorStore, *, model: str, dim: int) -> None:
         self._records = records
@@ -30,6 +61,7 @@ class Collections:
         self._model = model
         self._dim = dim
         self._by_name: dict[str, Collection] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def load(self) -> None:
         self._by_name = {c.name: c for c in await self._records.list_collections()}
@@ -94,7 +126,117 @@ class Collections:
     async def delete(self, name: str) -> None:
         collection = await self.get(name)
         await self._records.delete_collection(name)
-        for vector_name in {collection.vector_name, collection.shadow_vector_name} - {None}:
-            assert vector_name is not None
-            await self._vectors.drop_collection(vector_name)
+        for target in targets(collection):
+            await self._vectors.drop_collection(target.vector_name)
         self._by_name.pop(name, None)
+
+    # -- model switches -------------------------------------------------------------------------
+    async def modify(self, name: str, change: Callable[[Collection], Collection]) -> Collection:
+        """Apply ``change`` to the stored collection and save the result, one change at a time per
+        collection (re-read first, so no change is lost to a stale copy)."""
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            current = await self.refresh(name)
+            if current is None:
+                raise CollectionNotFound(f"collection {name!r} does not exist")
+            changed = change(current)
+            await self.update(changed)
+            return changed
+
+    async def start_shadow(self, name: str, model: str, dim: int) -> Collection:
+        """Create (or resume) the shadow vector collection for ``model``.
+
+        Raises:
+            InvalidInput: ``model`` is already the current model.
+            Conflict: a shadow for another model is being built.
+        """
+        collection = await self.get(name)
+        if model == collection.model:
+            raise InvalidInput(f"model: {name!r} already uses {model!r}")
+        if collection.shadow_model not in (None, model):
+            raise Conflict(
+                f"{name!r} is switching to {collection.shadow_model!r}: finish it or roll it back first"
+            )
+        vector_name = vector_name_for(name, model)
+        await self._vectors.create_collection(vector_name, dim, sparse=bool(collection.config.get("sparse")))
+
+        def change(c: Collection) -> Collection:
+            config = dict(c.config, shadow_dim=dim)
+            if config.get("previous_vector_name") == vector_name:
+                # switching back to the previous model: its warm collection becomes the shadow
+                for key in ("previous_vector_name", "previous_model", "previous_dim"):
+                    config.pop(key, None)
+            return dataclasses.replace(c, shadow_vector_name=vector_name, shadow_model=model, config=config)
+
+        return await self.modify(name, change)
+
+    async def promote(self, name: str) -> Collection:
+        """Make the shadow current in one step; the old current becomes the previous (kept warm)."""
+
+        def change(c: Collection) -> Collection:
+            if not c.shadow_vector_name or not c.shadow_model:
+                raise Conflict(f"{name!r} has no shadow to promote")
+            config = dict(c.config)
+            dim = int(config.pop("shadow_dim", c.dim))
+            config.update(previous_vector_name=c.vector_name, previous_model=c.model, previous_dim=c.dim)
+            return dataclasses.replace(
+                c,
+                vector_name=c.shadow_vector_name,
+                model=c.shadow_model,
+                dim=dim,
+                shadow_vector_name=None,
+                shadow_model=None,
+                config=config,
+            )
+
+        return await self.modify(name, change)
+
+    async def rollback(self, name: str) -> Collection:
+        """Undo the last switch: swap current and previous in one step; with no previous but a shadow
+        in progress, abandon the shadow (its vectors are dropped).
+
+        Raises:
+            Conflict: there is nothing to roll back.
+        """
+        dropped: list[str] = []
+
+        def change(c: Collection) -> Collection:
+            config = dict(c.config)
+            previous = config.get("previous_vector_name")
+            if previous and config.get("previous_model"):
+                config.update(previous_vector_name=c.vector_name, previous_model=c.model, previous_dim=c.dim)
+                return dataclasses.replace(
+                    c,
+                    vector_name=previous,
+                    model=c.config["previous_model"],
+                    dim=int(c.config.get("previous_dim", c.dim)),
+                    config=config,
+                )
+            if c.shadow_vector_name:
+                dropped.append(c.shadow_vector_name)
+                config.pop("shadow_dim", None)
+                return dataclasses.replace(c, shadow_vector_name=None, shadow_model=None, config=config)
+            raise Conflict(f"{name!r} has no previous model and no switch in progress")
+
+        changed = await self.modify(name, change)
+        for vector_name in dropped:
+            await self._vectors.drop_collection(vector_name)
+        return changed
+
+    async def drop_previous(self, name: str) -> Collection:
+        """Stop keeping the previous model's vectors (no rollback after this)."""
+        dropped: list[str] = []
+
+        def change(c: Collection) -> Collection:
+            config = dict(c.config)
+            previous = config.pop("previous_vector_name", None)
+            config.pop("previous_model", None)
+            config.pop("previous_dim", None)
+            if previous is None:
+                raise Conflict(f"{name!r} keeps no previous model")
+            dropped.append(previous)
+            return dataclasses.replace(c, config=config)
+
+        changed = await self.modify(name, change)
+        for vector_name in dropped:
+            await self._vectors.drop_collection(vector_name)
+        return changed

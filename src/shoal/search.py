@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from shoal.embedops.engines import engine_for
 from shoal.errors import InvalidInput, NotFound
 from shoal.filters import Filter
 from shoal.services import Services
@@ -45,11 +46,16 @@ async def search(
     exclude_ids: Sequence[str] = (),
     with_vectors: bool = False,
 ) -> list[Result]:
-    """Nearest records of ``collection_name`` to exactly one of ``text`` / ``vector`` / ``record_id``."""
+    """Nearest records of ``collection_name`` to exactly one of ``text`` / ``vector`` / ``record_id``.
+
+    One snapshot of the collection gives both the model that embeds the query and the vector
+    collection searched, so a search during a model switch never mixes two models.
+    """
     collection = await services.collections.get(collection_name)
     exclude = list(exclude_ids)
     if text is not None:
-        query = (await services.engine.embed([text]))[0].tolist()
+        engine = await engine_for(services, collection.model)
+        query = (await engine.embed([text]))[0].tolist()
     elif vector is not None:
         if len(vector) != collection.dim:
             raise InvalidInput(f"vector: expected {collection.dim} dimensions, got {len(vector)}")

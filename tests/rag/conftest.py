@@ -32,9 +32,7 @@ def llm_settings(base_url: str | None = None) -> LLMSettings:
     return LLMSettings(_env_file=None, base_url=base_url, model="fake-chat" if base_url else None)  # type: ignore[call-arg]
 
 
-async def open_rag(
-    tmp_path: Path, settings: RagSettings | None = None, llm: LLMSettings | None = None
-) -> Any:
+async def open_rag(tmp_path: Path, settings: RagSettings | None = None, llm: LLMSettings | None = None) -> Any:
     return running_app(make_settings(tmp_path), [RagFeature(settings or rag_settings(), llm or llm_settings())])
 
 

@@ -49,20 +49,31 @@ class FakeChatModel:
         if not body.get("stream"):
             return JSONResponse(
                 {
-                    "id": "chatcmpl-1", "object": "chat.completion", "created": created, "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    ],
                 }
             )
 
         async def events() -> AsyncIterator[bytes]:
             for token in re.findall(r"\S+\s*", text):
                 chunk = {
-                    "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": created, "model": model,
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
                     "choices": [{"index": 0, "delta": {"content": token}, "finish_reason": None}],
                 }
                 yield b"data: " + orjson.dumps(chunk) + b"\n\n"
             end = {
-                "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": created, "model": model,
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
             }
             yield b"data: " + orjson.dumps(end) + b"\n\ndata: [DONE]\n\n"

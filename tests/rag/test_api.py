@@ -85,7 +85,10 @@ async def test_metadata_filters_restrict_sources(rag_client: tuple[httpx.AsyncCl
     body = (await client.post("/query", json={"query": "rocket fuel", "filter": french, "generate": False})).json()
     assert [s["doc_id"] for s in body["sources"]] == ["bread"]
     assert body["answer"] is None
-    recent = {"must": [{"key": "year", "range": {"gte": 2021}}], "must_not": [{"key": "lang", "match": {"value": "fr"}}]}
+    recent = {
+        "must": [{"key": "year", "range": {"gte": 2021}}],
+        "must_not": [{"key": "lang", "match": {"value": "fr"}}],
+    }
     body = (await client.post("/query", json={"query": "cats purr", "filter": recent, "top_k": 5})).json()
     assert {s["doc_id"] for s in body["sources"]} == {"rockets"}
     bad = await client.post("/query", json={"query": "x", "filter": {"must": [{"key": "lang"}]}})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from shoal.rag.chunking import Chunker, split_sentences
@@ -30,7 +32,7 @@ def test_chunks_end_on_sentence_boundaries_within_the_token_bound() -> None:
 def test_neighbouring_chunks_overlap_by_whole_sentences_within_the_overlap_bound() -> None:
     chunker = Chunker(max_tokens=50, overlap_tokens=15)
     chunks = chunker.chunk(TEXT)
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         shared = before.text[after.start - before.start :] if after.start < before.end else ""
         assert shared, "consecutive chunks must overlap"
         assert shared.startswith("Sentence number")  # the overlap is whole sentences
@@ -47,7 +49,7 @@ def test_every_sentence_is_covered_in_order() -> None:
 
 def test_no_overlap_when_zero() -> None:
     chunks = Chunker(max_tokens=40, overlap_tokens=0).chunk(TEXT)
-    assert all(b.start >= a.end for a, b in zip(chunks, chunks[1:], strict=False))
+    assert all(b.start >= a.end for a, b in itertools.pairwise(chunks))
     assert "".join(c.text for c in chunks).replace(" ", "") == TEXT.replace(" ", "")
 
 
@@ -59,7 +61,7 @@ def test_overlong_sentence_is_cut_into_overlapping_token_windows() -> None:
     assert len(windows) > 2
     for chunk in windows:
         assert chunker.count_tokens(chunk.text) <= 20
-    for a, b in zip(windows, windows[1:], strict=False):
+    for a, b in itertools.pairwise(windows):
         assert b.start < a.end  # windows overlap
     assert chunks[0].text == "Short start." and chunks[-1].text == "Short end."
 

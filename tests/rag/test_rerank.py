@@ -45,7 +45,8 @@ async def test_rerank_endpoint_and_reranked_queries(tmp_path: Path) -> None:
     settings = rag_settings(reranker=str(model_dir))
     async with await open_rag(tmp_path / "data", settings, llm_settings()) as (client, _):
         response = await client.post(
-            "/v1/rerank", json={"query": "cat", "documents": [PASSAGES[0], {"text": PASSAGES[2]}, PASSAGES[1]], "top_n": 2}
+            "/v1/rerank",
+            json={"query": "cat", "documents": [PASSAGES[0], {"text": PASSAGES[2]}, PASSAGES[1]], "top_n": 2},
         )
         assert response.status_code == 200
         body = response.json()

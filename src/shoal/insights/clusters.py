@@ -30,8 +30,7 @@ Vector = npt.NDArray[np.float32]
 
 _WORD = re.compile(r"[a-z][a-z']{2,}")
 _NOISE = re.compile(r"https?://\S+|@\w+|#|&amp;|\d+")
-STOPWORDS = frozenset(
-    """a about above after again against all am an and any are aren't as at be because been before being
+_STOPWORDS_TEXT = """a about above after again against all am an and any are aren't as at be because been before being
     below between both but by can can't cannot could couldn't did didn't do does doesn't doing don't down
     during each few for from further had hadn't has hasn't have haven't having he her here hers herself him
     himself his how i i'm i've if in into is isn't it it's its itself just let's me more most my myself no
@@ -40,8 +39,8 @@ STOPWORDS = frozenset(
     those through to too under until up very was wasn't we we're were weren't what what's when where which
     while who whom why will with won't would wouldn't you you're your yours yourself yourselves im ive dont
     cant get got also still one would could like please thanks thank hi hello hey yes yet via amp really
-    need want know going just even since ever every much many way back make made us new see sure well""".split()
-)
+    need want know going just even since ever every much many way back make made us new see sure well"""
+STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 
 
 def terms_of(text: str) -> list[str]:
@@ -63,15 +62,22 @@ class Cluster:
     seen: int = 0
     """Members offered to the reservoir (for reservoir sampling)."""
     label: str = ""
+    _unit: Vector | None = field(default=None, repr=False)
+
+    def changed(self) -> None:
+        """Call after ``total`` changes (the centroid is cached)."""
+        self._unit = None
 
     @property
     def centroid(self) -> Vector:
-        norm = float(np.linalg.norm(self.total))
-        return (self.total / norm if norm else self.total).astype(np.float32)
+        if self._unit is None:
+            norm = math.sqrt(float(self.total @ self.total))
+            self._unit = (self.total / norm if norm else self.total).astype(np.float32)
+        return self._unit
 
     @property
     def cohesion(self) -> float:
-        return float(np.linalg.norm(self.total)) / self.size if self.size else 1.0
+        return math.sqrt(float(self.total @ self.total)) / self.size if self.size else 1.0
 
 
 _SPLIT = -1
@@ -202,6 +208,7 @@ class OnlineClusterer:
     def _absorb(self, cluster: Cluster, vector: Vector, text: str) -> None:
         if cluster.size:
             cluster.total += vector
+            cluster.changed()
         cluster.size += 1
         cluster.seen += 1
         terms = set(terms_of(text))
@@ -224,6 +231,7 @@ class OnlineClusterer:
 
     def _combine(self, keep: Cluster, gone: Cluster) -> None:
         keep.total += gone.total
+        keep.changed()
         keep.size += gone.size
         keep.seen += gone.seen
         keep.terms.update(gone.terms)

@@ -14,6 +14,7 @@ Everything is pure CPU, thread-safe for reads and fast (> 5,000 texts/s without 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from vaderSentiment.vaderSentiment import NEGATE, SentimentIntensityAnalyzer
 
 Label = Literal["positive", "negative", "neutral"]
 
+_CLASSES: tuple[Label, Label, Label] = ("negative", "neutral", "positive")
 HEAD_PATH = Path(__file__).resolve().with_name("assets") / "sentiment_head.npz"
 
 # Support-domain words VADER lacks or under-weights (VADER's scale: -4 .. +4).
@@ -102,26 +104,35 @@ class Sentiment:
 
 @dataclass(frozen=True, slots=True)
 class SentimentHead:
-    """Softmax regression over an embedding: classes (negative, neutral, positive)."""
+    """Softmax regression over ``[embedding, rule score]``; classes (negative, neutral, positive).
 
-    weights: npt.NDArray[np.float32]  # (dim, 3)
+    Built by ``scripts/train_sentiment_head.py`` (see ``assets/PROVENANCE.md``); its label thresholds on
+    ``p_pos - p_neg`` were chosen on out-of-fold scores.
+    """
+
+    weights: npt.NDArray[np.float32]  # (dim + 1, 3)
     bias: npt.NDArray[np.float32]  # (3,)
-    blend: float
-    """Weight of the head's score (p_pos - p_neg) against the rule score."""
+    positive_threshold: float
+    negative_threshold: float
 
     @classmethod
     def load(cls, path: Path = HEAD_PATH) -> SentimentHead | None:
+        """The shipped head, or ``None`` when the file is absent (rules only)."""
         if not path.exists():
             return None
         with np.load(path) as data:
             return cls(
                 weights=data["weights"].astype(np.float32),
                 bias=data["bias"].astype(np.float32),
-                blend=float(data["blend"]),
+                positive_threshold=float(data["positive_threshold"]),
+                negative_threshold=float(data["negative_threshold"]),
             )
 
-    def probabilities(self, vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        logits = vectors @ self.weights + self.bias
+    def probabilities(
+        self, vectors: npt.NDArray[np.float32], rules: npt.NDArray[np.float32]
+    ) -> npt.NDArray[np.float32]:
+        features = np.hstack([vectors, rules[:, None]]).astype(np.float32)
+        logits = features @ self.weights + self.bias
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         probs: npt.NDArray[np.float32] = exp / exp.sum(axis=1, keepdims=True)
@@ -129,8 +140,10 @@ class SentimentHead:
 
 
 class SentimentAnalyzer:
-    """Scores texts in [-1, 1]; ``label`` is positive above ``positive_threshold``, negative below
-    ``-negative_threshold``, neutral between.
+    """Scores texts in [-1, 1]. By rules alone (or with a sarcasm cue) ``label`` is positive at or above
+    ``positive_threshold``, negative at or below ``-negative_threshold``, neutral between; with the head
+    the label is the head's most probable class (cross-validated macro recall 0.652 vs 0.641 for the
+    best thresholds on its score) and the score is ``p_pos - p_neg``.
 
     Args:
         head: the embedding head; ``None`` scores by rules alone (vectors are then ignored).
@@ -140,14 +153,15 @@ class SentimentAnalyzer:
         self,
         *,
         head: SentimentHead | None = None,
-        positive_threshold: float = 0.05,
-        negative_threshold: float = 0.05,
+        positive_threshold: float | None = None,
+        negative_threshold: float | None = None,
     ) -> None:
         self._vader = SentimentIntensityAnalyzer()
         self._vader.lexicon.update(DOMAIN_LEXICON)
         self.head = head
-        self.positive_threshold = positive_threshold
-        self.negative_threshold = negative_threshold
+        default = 0.05 if head is None else None
+        self.positive_threshold = _pick(positive_threshold, default, head.positive_threshold if head else None)
+        self.negative_threshold = _pick(negative_threshold, default, head.negative_threshold if head else None)
 
     def label_for(self, score: float) -> Label:
         if score >= self.positive_threshold:
@@ -189,23 +203,26 @@ class SentimentAnalyzer:
         self, texts: list[str], vectors: npt.NDArray[np.float32] | None = None
     ) -> list[Sentiment]:
         """Score ``texts``; ``vectors`` (n, dim), L2-normalised, feed the head when there is one."""
-        probs = self.head.probabilities(vectors) if self.head is not None and vectors is not None else None
+        ruled = [self.rules(text) for text in texts]
+        probs = None
+        if self.head is not None and vectors is not None:
+            probs = self.head.probabilities(vectors, np.array([r[0] for r in ruled], dtype=np.float32))
         out = []
-        for i, text in enumerate(texts):
-            rule, evidence, cues = self.rules(text)
-            if probs is None or self.head is None:
+        for i, (rule, evidence, cues) in enumerate(ruled):
+            if probs is None:
                 score = rule
-                agreement = min(1.0, 0.5 + abs(rule))
+                confidence = min(1.0, 0.5 + abs(rule) / 2)
             else:
                 p_neg, p_neu, p_pos = (float(x) for x in probs[i])
-                learned = p_pos - p_neg
-                if cues:
-                    learned = min(learned, -abs(learned))
-                score = self.head.blend * learned + (1.0 - self.head.blend) * rule
-                same_side = (learned > 0) == (rule > 0) or abs(rule) < 0.05
-                agreement = max(p_neg, p_neu, p_pos) * (1.0 if same_side else 0.7)
+                score = p_pos - p_neg
+                if cues and score > 0:
+                    score = -score  # the head reads surface words; the cue says they are ironic
+                confidence = max(p_neg, p_neu, p_pos)
             score = float(np.clip(score, -1.0, 1.0))
-            out.append(Sentiment(score, self.label_for(score), round(agreement, 4), evidence[:6], cues))
+            label = self.label_for(score)
+            if probs is not None and not cues:
+                label = _CLASSES[int(np.argmax(probs[i]))]
+            out.append(Sentiment(score, label, round(confidence, 4), evidence[:6], cues))
         return out
 
     def _valence(self, evidence: str) -> float:
@@ -225,14 +242,18 @@ class SentimentAnalyzer:
         return found
 
 
+def _pick(*values: float | None) -> float:
+    return next(float(v) for v in values if v is not None)
+
+
 _ALPHA = 15.0  # VADER's normalisation constant
 
 
 def compound_to_raw(compound: float) -> float:
     """Invert VADER's ``x / sqrt(x² + 15)`` squashing."""
     c = float(np.clip(compound, -0.9999, 0.9999))
-    return c * (_ALPHA / (1 - c * c)) ** 0.5
+    return c * math.sqrt(_ALPHA / (1 - c * c))
 
 
 def raw_to_compound(raw: float) -> float:
-    return float(raw / (raw * raw + _ALPHA) ** 0.5)
+    return raw / math.sqrt(raw * raw + _ALPHA)

@@ -2,6 +2,10 @@
 
 Within a batch the last operation on a record wins (a partition keeps one record's operations in
 order). Writes are idempotent upserts, so a replayed batch after a crash changes nothing.
+
+Each record is embedded with the collection's current model (stamped on the record) and, during a
+model switch, also with the shadow's and the kept previous model's, each written to its own vector
+collection: search never sees a vector of another model.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ from typing import Any
 import orjson
 import structlog
 
-from shoal.errors import EmbeddingError, Overloaded
+from shoal.collections import Target, targets
+from shoal.embedding.engine import EmbeddingEngine
+from shoal.embedops.engines import engine_for
+from shoal.errors import ConfigurationError, EmbeddingError, Overloaded, ShoalError
 from shoal.ingest import INDEXED_CHANNEL, RECORDS_TOPIC
 from shoal.log import Message
 from shoal.pipeline.processor import Processor
@@ -31,6 +38,23 @@ def vector_payload(record: Record) -> dict[str, Any]:
     record store (``_text`` and the record time ``ts``, which stores index as a datetime) plus the
     user's payload."""
     return {**record.payload, "_text": record.text, "ts": record.ts.astimezone(UTC).isoformat()}
+
+
+def write_lock(services: Services, collection: str) -> asyncio.Lock:
+    """Serialises this process's writes of one collection's records (indexer against backfill), so a
+    backfill never overwrites a newer version of a record that the indexer wrote meanwhile."""
+    locks: dict[str, asyncio.Lock] = services.extras.setdefault("_write_locks", {})
+    return locks.setdefault(collection, asyncio.Lock())
+
+
+async def embed_patiently(engine: EmbeddingEngine, texts: list[str]) -> Any:
+    """Embed as a background consumer: when the engine's queue is full, wait for a turn instead of
+    failing the batch."""
+    while True:
+        try:
+            return await engine.embed(texts)
+        except Overloaded:
+            await asyncio.sleep(0.01)  # back-off while API callers drain the queue
 
 
 class IndexProcessor(Processor):
@@ -90,9 +114,11 @@ class IndexProcessor(Processor):
             for op in upserts
         ]
         failed: dict[str, str] = {}
+        current, *others = targets(collection)
         try:
-            vectors = await self._embed([r.text for r in records])
-        except EmbeddingError as exc:
+            engine = await engine_for(self._s, current.model)
+            vectors = await embed_patiently(engine, [r.text for r in records])
+        except (EmbeddingError, ConfigurationError) as exc:
             # The provider is down or refused: keep the records as failed (never lost); the
             # scheduler and `shoal backfill` retry them.
             error = str(exc)
@@ -104,32 +130,37 @@ class IndexProcessor(Processor):
             self._s.metrics.records_failed.inc(len(records))
             await self._s.bus.publish(INDEXED_CHANNEL, {"collection": collection.name, "ids": [], "failed": failed})
             return
+        extra = [(target, await self._embed_other(target, records)) for target in others]
         now = datetime.now(UTC)
-        engine = self._s.engine
         for record in records:
-            record.status = Status.EMBEDDED
+            record.status, record.error = Status.EMBEDDED, None
             record.embedding_model, record.embedding_dim, record.embedded_at = engine.model_id, engine.dim, now
             record.updated_at = now
-        await self._s.records.upsert(records)
-        points = [
-            Point(id=r.id, vector=vec, payload=vector_payload(r))
-            for r, vec in zip(records, vectors.tolist(), strict=True)
-        ]
-        await self._s.vectors.upsert(collection.vector_name, points)
-        self._on_write(collection.vector_name)
+        async with write_lock(self._s, collection.name):
+            await self._s.records.upsert(records)
+            for target, target_vectors in [(current, vectors), *extra]:
+                if target_vectors is None:
+                    continue
+                points = [
+                    Point(id=r.id, vector=vec, payload=vector_payload(r))
+                    for r, vec in zip(records, target_vectors.tolist(), strict=True)
+                ]
+                await self._s.vectors.upsert(target.vector_name, points)
+                self._on_write(target.vector_name)
         self._s.metrics.records_indexed.inc(len(records))
         await self._s.bus.publish(
             INDEXED_CHANNEL, {"collection": collection.name, "ids": [r.id for r in records], "failed": {}}
         )
 
-    async def _embed(self, texts: list[str]) -> Any:
-        # The indexer is a background consumer: when the engine's queue is full it waits its
-        # turn instead of failing the batch.
-        while True:
-            try:
-                return await self._s.engine.embed(texts)
-            except Overloaded:
-                await asyncio.sleep(0.01)  # back-off while API callers drain the queue
+    async def _embed_other(self, target: Target, records: list[Record]) -> Any:
+        """Vectors for a shadow or previous collection; ``None`` when that model fails (the switch's
+        own pass fills the gap, so the current collection is never held back by it)."""
+        try:
+            engine = await engine_for(self._s, target.model)
+            return await embed_patiently(engine, [r.text for r in records])
+        except ShoalError as exc:
+            logger.warning("embedding for another vector collection failed", role=target.role, model=target.model, error=str(exc))
+            return None
 
     def _targets(self, collection: Collection) -> list[str]:
-        return [n for n in (collection.vector_name, collection.shadow_vector_name) if n]
+        return [t.vector_name for t in targets(collection)]

@@ -56,8 +56,11 @@ def load_tokenizer(path: Path = TOKENIZER_PATH) -> Tokenizer:
 
 # Titles and abbreviations whose period does not end a sentence even before a capital.
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st vs etc fig figs eq eqs no vol al approx dept est inc ltd co corp jan feb "
-    "mar apr jun jul aug sep sept oct nov dec".split()
+    re.findall(
+        r"\w+",
+        "mr mrs ms dr prof sr jr st vs etc fig figs eq eqs no vol al approx dept est inc ltd co corp "
+        "jan feb mar apr jun jul aug sep sept oct nov dec",
+    )
 )
 _LAST_WORD = re.compile(r"(\w+)\.$")
 

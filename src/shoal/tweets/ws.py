@@ -43,8 +43,6 @@ WS_GOING_AWAY = 1001
 class Connection:
     """One client: its identity, preferences, standing queries and bounded send queue."""
 
-    _ids = itertools.count(1)
-
     def __init__(
         self,
         websocket: WebSocket,

@@ -1,0 +1,194 @@
+"""End-to-end ingest over HTTP against a real `shoal serve` process, with the engine's raw throughput
+measured in the same run as the baseline.
+
+    .venv/bin/python -m bench.ingest [--records 4000] [--seconds 8]
+
+Figures (issue 2):
+- e2e throughput (first POST → all searchable) as a ratio of the engine ceiling (target ≥ 0.8);
+- request → searchable (`?wait=true`, single records) p50/p99 at 200 records/s (target p99 ≤ 250 ms);
+- 202 latency p50/p99 at 500 requests/s (target p99 ≤ 20 ms);
+- server RSS idle with the model loaded and under load; idle CPU.
+Writes bench/results/ingest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.embed import engine_ceiling  # noqa: E402
+from tests.processes import ServerProcess  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "twcs" / "twcs_random_sample.csv"
+RESULTS = ROOT / "bench" / "results" / "ingest.json"
+
+
+def load_texts(n: int) -> list[str]:
+    import csv
+
+    with DATA.open(encoding="utf-8") as fh:
+        texts = list(dict.fromkeys(row["text"].strip() for row in csv.DictReader(fh) if row["text"].strip()))
+    out = []
+    i = 0
+    while len(out) < n:  # unique texts: every record really goes through the model
+        out.append(texts[i % len(texts)] + ("" if i < len(texts) else f" #{i // len(texts)}"))
+        i += 1
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values), q)) if values else float("nan")
+
+
+async def paced(rate: float, seconds: float, make_request: Any) -> list[float]:
+    """Fire requests at ``rate``/s for ``seconds`` (open loop), return each one's latency in ms."""
+    latencies: list[float] = []
+    tasks = []
+    started = time.perf_counter()
+    n = int(rate * seconds)
+
+    async def one(i: int) -> None:
+        t0 = time.perf_counter()
+        await make_request(i)
+        latencies.append((time.perf_counter() - t0) * 1000)
+
+    for i in range(n):
+        target = started + i / rate
+        delay = target - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    return latencies
+
+
+async def wait_embedded(client: httpx.AsyncClient, collection: str, n: int, timeout: float = 600) -> float:
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        stats = (await client.get(f"/v1/collections/{collection}/stats")).json()
+        if stats["embedded"] >= n:
+            return time.perf_counter()
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"{collection}: not all {n} records embedded")
+
+
+async def main(records: int, seconds: float) -> dict[str, Any]:
+    texts = load_texts(records + int(700 * seconds) + 1000)
+    ceiling = await engine_ceiling(texts[:2000])
+    out: dict[str, Any] = {"engine_ceiling_texts_per_s": ceiling}
+    with tempfile.TemporaryDirectory() as tmp, ServerProcess(Path(tmp) / "data") as server:
+        proc = psutil.Process(server.proc.pid)  # type: ignore[union-attr]
+        async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=httpx.Limits(max_connections=64)) as client:
+            await client.post("/v1/collections", json={"name": "warm"})
+            await client.post("/v1/collections/warm/records", params={"wait": "true"}, json={"records": [{"text": "warm up"}]})
+            proc.cpu_percent(None)
+            await asyncio.sleep(5)
+            out["idle_cpu_percent"] = proc.cpu_percent(None)
+            out["rss_idle_mb"] = proc.memory_info().rss / 2**20
+
+            # 1. throughput: batches of 100, 8 in flight
+            await client.post("/v1/collections", json={"name": "bulk"})
+            batch = texts[:records]
+            started = time.perf_counter()
+            gate = asyncio.Semaphore(8)
+            peak_rss = 0.0
+
+            async def post(chunk: list[str], offset: int) -> None:
+                nonlocal peak_rss
+                async with gate:
+                    body = {"records": [{"id": f"b{offset + i}", "text": t} for i, t in enumerate(chunk)]}
+                    r = await client.post("/v1/collections/bulk/records", json=body)
+                    r.raise_for_status()
+                    peak_rss = max(peak_rss, proc.memory_info().rss / 2**20)
+
+            await asyncio.gather(*(post(batch[i : i + 100], i) for i in range(0, records, 100)))
+            accepted_at = time.perf_counter()
+            done = await wait_embedded(client, "bulk", records)
+            e2e = records / (done - started)
+            out |= {
+                "e2e_records": records,
+                "e2e_records_per_s": e2e,
+                "e2e_ratio_to_engine": e2e / ceiling,
+                "accept_records_per_s": records / (accepted_at - started),
+                "rss_load_mb": max(peak_rss, proc.memory_info().rss / 2**20),
+            }
+
+            # 2. request → searchable at 200 records/s (single records, wait=true)
+            await client.post("/v1/collections", json={"name": "latency"})
+            base = records
+
+            async def wait_one(i: int) -> None:
+                r = await client.post(
+                    "/v1/collections/latency/records",
+                    params={"wait": "true"},
+                    json={"records": [{"id": f"l{i}", "text": texts[base + i]}]},
+                )
+                assert r.status_code == 200, r.text
+
+            lat = await paced(200, seconds, wait_one)
+            out |= {"searchable_p50_ms_at_200rps": pct(lat, 50), "searchable_p99_ms_at_200rps": pct(lat, 99)}
+
+            # 3. 202 latency at 500 requests/s
+            await client.post("/v1/collections", json={"name": "accept"})
+            base2 = base + int(200 * seconds)
+
+            async def accept_one(i: int) -> None:
+                r = await client.post(
+                    "/v1/collections/accept/records", json={"records": [{"id": f"a{i}", "text": texts[base2 + i]}]}
+                )
+                assert r.status_code == 202, r.text
+
+            lat = await paced(500, seconds, accept_one)
+            out |= {"accept_p50_ms_at_500rps": pct(lat, 50), "accept_p99_ms_at_500rps": pct(lat, 99)}
+            out["rss_load_mb"] = max(out["rss_load_mb"], proc.memory_info().rss / 2**20)
+    out["load_average_1m"] = os.getloadavg()[0]
+    return out
+
+
+def report(out: dict[str, Any]) -> None:
+    table = Table(title="end-to-end ingest (real server process, same run)")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    rows = [
+        ("engine ceiling (texts/s)", out["engine_ceiling_texts_per_s"], ""),
+        ("e2e 202→searchable throughput (rec/s)", out["e2e_records_per_s"], ""),
+        ("e2e / engine ceiling", out["e2e_ratio_to_engine"], "≥ 0.80"),
+        ("request→searchable p50 @200 rec/s (ms)", out["searchable_p50_ms_at_200rps"], ""),
+        ("request→searchable p99 @200 rec/s (ms)", out["searchable_p99_ms_at_200rps"], "≤ 250"),
+        ("202 p50 @500 req/s (ms)", out["accept_p50_ms_at_500rps"], ""),
+        ("202 p99 @500 req/s (ms)", out["accept_p99_ms_at_500rps"], "≤ 20"),
+        ("RSS idle, model loaded (MB)", out["rss_idle_mb"], ""),
+        ("RSS under load (MB)", out["rss_load_mb"], ""),
+        ("idle CPU (%)", out["idle_cpu_percent"], "~0"),
+    ]
+    for name, value, target in rows:
+        table.add_row(name, f"{value:,.2f}", target)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=4000)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args()
+    result = asyncio.run(main(args.records, args.seconds))
+    report(result)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2))

@@ -1,0 +1,143 @@
+"""The profiler: consumes the ``interactions`` topic, updates profiles exactly once, then rebuilds,
+caches and publishes each touched user's list.
+
+Events are keyed by user, so one user's events share a partition and arrive in order; a batch is
+applied in log order. Idempotency: the batch's event ids, the profiles and the trending counts are
+written in one transaction (``ProfileStore.batch``); a replayed event whose id is recorded is skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from shoal.log import Message
+from shoal.pipeline.processor import Processor
+from shoal.recommend.events import Event
+from shoal.recommend.popular import Trend
+from shoal.recommend.profiles import Profile, Vector
+from shoal.recommend.service import Recommender, channel, list_key
+from shoal.services import Services
+
+logger = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendMetrics:
+    events: Counter
+    duplicates: Counter
+    unknown_items: Counter
+    bad_messages: Counter
+    update_seconds: Histogram
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> RecommendMetrics:
+        return cls(
+            events=Counter("shoal_recommend_events_total", "Interaction events applied", ["type"], registry=registry),
+            duplicates=Counter(
+                "shoal_recommend_duplicate_events_total",
+                "Events skipped: their id was applied before",
+                registry=registry,
+            ),
+            unknown_items=Counter(
+                "shoal_recommend_unknown_items_total", "Events naming an item not in the catalog", registry=registry
+            ),
+            bad_messages=Counter(
+                "shoal_recommend_bad_messages_total", "Undecodable interaction messages skipped", registry=registry
+            ),
+            update_seconds=Histogram(
+                "shoal_recommend_update_seconds",
+                "Time from an event's log commit to its user's list being stored",
+                registry=registry,
+                buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            ),
+        )
+
+
+class ProfileProcessor(Processor):
+    group = "profiler"
+
+    def __init__(self, services: Services, recommender: Recommender, metrics: RecommendMetrics) -> None:
+        self.services = services
+        self.recommender = recommender
+        self.settings = recommender.settings
+        self.metrics = metrics
+        self.topic = self.settings.topic
+        self.batch_size = self.settings.batch_size
+
+    async def handle(self, messages: Sequence[Message]) -> None:
+        events: list[Event] = []
+        for message in messages:
+            try:
+                events.append(Event.decode(message.value))
+            except (ValueError, KeyError, TypeError):
+                self.metrics.bad_messages.inc()
+                logger.warning("skipping an undecodable interaction", partition=message.partition, at=message.offset)
+        if not events:
+            return
+        vectors = await self._item_vectors({e.item_id for e in events})
+        settings = self.settings
+        async with self.recommender.store.batch(
+            [e.event_id for e in events], [e.user_id for e in events], [e.item_id for e in events]
+        ) as batch:
+            done = set(batch.applied)
+            for event in events:
+                if event.event_id in done:
+                    self.metrics.duplicates.inc()
+                    continue
+                done.add(event.event_id)
+                profile = batch.profiles[event.user_id]
+                weight = settings.weight(event.type, event.value)
+                vector = vectors.get(event.item_id)
+                if vector is None:
+                    self.metrics.unknown_items.inc()
+                else:
+                    profile.add(vector, weight, event.ts, settings.half_life_s)
+                    if weight > 0:
+                        trend = batch.trends.setdefault(event.item_id, Trend(event.item_id, 0.0, event.ts))
+                        trend.add(weight, event.ts, settings.popular_half_life_s)
+                profile.record(event.item_id, event.type, known=vector is not None, recent_size=settings.recent_size)
+                batch.new_ids.append((event.event_id, event.user_id))
+                self.metrics.events.labels(event.type).inc()
+            touched = {user for _, user in batch.new_ids}
+            profiles = [batch.profiles[u] for u in touched]
+            trends_changed = bool(batch.trends)
+            new_ids = list(batch.new_ids)
+        if not touched:
+            return
+        if trends_changed:
+            await self.recommender.refresh_popular_if_due()
+        applied: dict[str, list[str]] = {}
+        for event_id, user_id in new_ids:
+            applied.setdefault(user_id, []).append(event_id)
+        for profile in profiles:
+            await self._publish(profile, applied[profile.user_id])
+        now = time.time()
+        for message in messages:
+            self.metrics.update_seconds.observe(max(0.0, now - message.timestamp))
+
+    async def _item_vectors(self, ids: set[str]) -> dict[str, Vector]:
+        name = await self.recommender.vector_name()
+        if name is None:
+            return {}
+        points = await self.services.vectors.retrieve(name, sorted(ids), with_vectors=True)
+        return {p.id: np.asarray(p.vector, dtype=np.float64) for p in points if p.vector is not None}
+
+    async def _publish(self, profile: Profile, event_ids: list[str]) -> None:
+        """Store the new list; publish it with ``changed`` (the WebSocket pushes only changes) and the
+        event ids it reflects (so a client can tell when its event took effect)."""
+        before = await self.services.cache.get(list_key(profile.user_id))
+        rec = await self.recommender.compute(profile)
+        await self.recommender.store_list(rec)
+        changed = before is None or _ids(before) != [i["item_id"] for i in rec["items"]]
+        await self.services.bus.publish(channel(profile.user_id), {**rec, "changed": changed, "events": event_ids})
+
+
+def _ids(raw: bytes) -> list[str]:
+    return [i["item_id"] for i in orjson.loads(raw)["items"]]

@@ -45,7 +45,9 @@ class CoreFeature(Feature):
 
 
 def default_features() -> list[Feature]:
-    return [CoreFeature()]
+    from shoal.tweets import TweetsFeature
+
+    return [CoreFeature(), TweetsFeature()]
 
 
 async def open_services(settings: Settings, stack: AsyncExitStack, metrics: Metrics | None = None) -> Services:

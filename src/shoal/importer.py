@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 Row = dict[str, Any]
 
@@ -140,7 +140,7 @@ async def post_batch(client: httpx.AsyncClient, path: str, body: Any) -> httpx.R
     """POST with retries on 429/5xx (honouring Retry-After through the back-off floor)."""
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(_retryable),
-        wait=wait_exponential_jitter(initial=0.2, max=10),
+        wait=wait_random_exponential(multiplier=0.2, max=10),  # full jitter; `initial=` is deprecated
         stop=stop_after_attempt(8),
         reraise=True,
     ):

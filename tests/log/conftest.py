@@ -14,14 +14,26 @@ import pytest
 
 from shoal.log import Log
 from shoal.log.sqlite import SqliteLog
+from tests.engines import kafka_bootstrap, require_module
 
 # opener(storage dir, partitions, queue_size) -> an unopened Log on that storage
 Opener = Callable[[Path, int, int], Log]
+
+
+
+def _kafka(tmp: Path, partitions: int, queue_size: int) -> Log:
+    """Tansu (in memory, one per session); topics are unique per test, so storage is the topic."""
+    require_module("aiokafka", "aiokafka")
+    from shoal.log.kafka import KafkaLog
+
+    return KafkaLog(f"kafka://{kafka_bootstrap()}", partitions=partitions, queue_size=queue_size)
+
 
 OPENERS: dict[str, Opener] = {
     "sqlite": lambda tmp, partitions, queue_size: SqliteLog(
         tmp / "log.db", partitions=partitions, queue_size=queue_size
     ),
+    "kafka": _kafka,
 }
 
 PARTITIONS = 4

@@ -29,7 +29,10 @@ def rag_settings(**overrides: Any) -> RagSettings:
 
 
 def llm_settings(base_url: str | None = None) -> LLMSettings:
-    return LLMSettings(_env_file=None, base_url=base_url, model="fake-chat" if base_url else None)  # type: ignore[call-arg]
+    """The fake chat model at ``base_url``, or no LLM at all (extractive answers)."""
+    if base_url is None:
+        return LLMSettings(_env_file=None)  # type: ignore[call-arg]
+    return LLMSettings(_env_file=None, base_url=base_url, api_key="test-key", model="fake-chat")  # type: ignore[call-arg]
 
 
 async def open_rag(tmp_path: Path, settings: RagSettings | None = None, llm: LLMSettings | None = None) -> Any:

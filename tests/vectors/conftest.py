@@ -13,13 +13,14 @@ import pytest
 
 from shoal.vectors.base import VectorStore
 from shoal.vectors.edge import EdgeVectorStore
+from tests.vectors.scale_backends import SCALE_BACKENDS
 
 
 def _edge(tmp: Path) -> VectorStore:
     return EdgeVectorStore(tmp / "edge")
 
 
-BACKENDS: dict[str, Callable[[Path], VectorStore]] = {"edge": _edge}
+BACKENDS: dict[str, Callable[[Path], VectorStore]] = {"edge": _edge, **SCALE_BACKENDS}
 
 
 @pytest.fixture(params=list(BACKENDS))

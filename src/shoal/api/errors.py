@@ -37,7 +37,9 @@ def describe_validation(errors: Sequence[Any]) -> str:
     ``records.0.text: String should have at least 1 character``."""
     parts = []
     for err in errors:
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        loc = [str(p) for p in err.get("loc", ())]
+        if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
+            loc = loc[1:]
         field = ".".join(loc) or "body"
         kind = err.get("type", "")
         if kind == "missing":

@@ -21,6 +21,7 @@ from shoal.api.schemas import (
     SearchOut,
     StatsOut,
 )
+from shoal.embedops.coverage import coverage
 from shoal.errors import InvalidInput, NotFound
 from shoal.ingest import RecordIn
 from shoal.records import Collection
@@ -153,23 +154,27 @@ async def search_records(collection: str, body: SearchBody, services: ServicesDe
 
 @router.get("/{collection}/stats", response_model=StatsOut)
 async def collection_stats(collection: str, services: ServicesDep) -> StatsOut:
-    found = await services.collections.get(collection)
-    stats = await services.records.stats(collection)
-    backlog = await services.log.lag("records", "indexer")
-    vectors = await services.vectors.count(found.vector_name)
-    oldest = (datetime.now(UTC) - stats.oldest_pending).total_seconds() if stats.oldest_pending else None
-    embedded_current = stats.models.get(found.model, 0)
+    c = await coverage(services, collection)
     return StatsOut(
         collection=collection,
-        model=found.model,
-        count=stats.total,
-        embedded=stats.embedded,
-        pending=stats.pending,
-        failed=stats.failed,
-        coverage=round(embedded_current / stats.total, 6) if stats.total else 1.0,
-        backlog=backlog,
-        last_error=stats.last_error,
-        oldest_pending_age_s=oldest,
-        models=stats.models,
-        vectors=vectors,
+        model=c.model,
+        dim=c.dim,
+        count=c.total,
+        total=c.total,
+        embedded=c.embedded,
+        pending=c.pending,
+        failed=c.failed,
+        last_error=c.last_error,
+        current=c.current,
+        coverage=c.coverage,
+        coverage_pct=round(100 * c.coverage, 4),
+        backlog=c.backlog,
+        log_lag=c.log_lag,
+        oldest_pending_age_s=c.oldest_pending_age_s,
+        models=c.models,
+        vectors=c.vectors,
+        shadow_model=c.shadow_model,
+        shadow_vectors=c.shadow_vectors,
+        shadow_coverage=c.shadow_coverage,
+        previous_model=c.previous_model,
     )

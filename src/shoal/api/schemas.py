@@ -122,16 +122,25 @@ class AcceptedOut(BaseModel):
 class StatsOut(BaseModel):
     collection: str
     model: str
-    count: int
-    embedded: int
+    dim: int = Field(description="dimension of the current model's vectors")
+    count: int = Field(description="records in the record store (same as total)")
+    total: int
+    embedded: int = Field(description="records with an embedding (of any model)")
     pending: int
     failed: int
-    coverage: float
-    backlog: int
-    last_error: str | None
-    oldest_pending_age_s: float | None
-    models: dict[str, int]
-    vectors: int
+    last_error: str | None = Field(description="error of the latest failed record")
+    current: int = Field(description="records embedded with the current model")
+    coverage: float = Field(description="current / total, 0..1")
+    coverage_pct: float = Field(description="coverage in percent")
+    backlog: int = Field(description="records lacking a current-model embedding + log messages not yet indexed")
+    log_lag: int = Field(description="records-log messages not yet indexed (all collections)")
+    oldest_pending_age_s: float | None = Field(description="seconds the oldest pending record has waited")
+    models: dict[str, int] = Field(description="embedded records per model")
+    vectors: int = Field(description="points in the current vector collection")
+    shadow_model: str | None = Field(None, description="model being switched to, if any")
+    shadow_vectors: int | None = None
+    shadow_coverage: float | None = Field(None, description="shadow points / total, 0..1")
+    previous_model: str | None = Field(None, description="model a rollback returns to")
 
 
 class EmbeddingsBody(Strict):

@@ -141,6 +141,10 @@ class Backfill:
         self.collection = collection
         self.options = options or BackfillOptions()
 
+    async def check(self) -> None:
+        """Raise what ``run`` would raise at once: an unknown collection, or a model it does not use."""
+        await self._plan()
+
     async def _plan(self) -> _Plan:
         collection = await self._s.collections.get(self.collection)
         model = self.options.model or collection.model
@@ -155,11 +159,15 @@ class Backfill:
     # -- selection -----------------------------------------------------------------------------
     def _cursor_matches(self, plan: _Plan, cursor: Any) -> bool:
         o = self.options
-        return isinstance(cursor, dict) and cursor.get("model") == plan.target.model and cursor.get("since") == (
-            o.since.isoformat() if o.since else None
+        return (
+            isinstance(cursor, dict)
+            and cursor.get("model") == plan.target.model
+            and cursor.get("since") == (o.since.isoformat() if o.since else None)
         )
 
-    async def _pages(self, plan: _Plan, after: str | None, size: int, stop: asyncio.Event) -> AsyncIterator[list[Record]]:
+    async def _pages(
+        self, plan: _Plan, after: str | None, size: int, stop: asyncio.Event
+    ) -> AsyncIterator[list[Record]]:
         """Candidate pages in id order after ``after`` until exhausted, ``stop`` or ``limit``."""
         o, left = self.options, self.options.limit
         status_only = plan.target.role == "current" and not o.force
@@ -225,7 +233,8 @@ class Backfill:
         """
         plan = await self._plan()
         provider = plan.engine.provider
-        count, texts, never = 0, [], asyncio.Event()
+        count, never = 0, asyncio.Event()
+        texts: list[str] = []
         tokens: int | None = 0 if provider.is_remote else None
         async for page in self._pages(plan, None, _SCAN_PAGE, never):
             done = await self._done_already(plan, page, datetime.max.replace(tzinfo=UTC))
@@ -268,7 +277,7 @@ class Backfill:
         after, run_started = None, datetime.now(UTC)
         if self.options.force and plan.target.role == "current":
             cursor = plan.collection.config.get(CURSOR_KEY)
-            if self._cursor_matches(plan, cursor):
+            if cursor is not None and self._cursor_matches(plan, cursor):
                 after, run_started = cursor["after_id"], datetime.fromisoformat(cursor["started_at"])
                 report.resumed_after = after
         report.candidates = await self._count(plan, after)
@@ -322,7 +331,9 @@ class Backfill:
         except (EmbeddingError, ConfigurationError) as exc:
             return exc  # a failed page is reported, not fatal to the run
 
-    async def _write(self, plan: _Plan, page: list[Record], result: Vectors | Exception, report: BackfillReport) -> None:
+    async def _write(
+        self, plan: _Plan, page: list[Record], result: Vectors | Exception, report: BackfillReport
+    ) -> None:
         """Write one embedded page: only records unchanged since they were read (a newer version
         written by the indexer meanwhile wins), vectors first, the record stamp last."""
         async with write_lock(self._s, self.collection):
@@ -360,7 +371,9 @@ class Backfill:
             return
         # A record embedded by another model keeps its vector and stamp; the rest record the error.
         failed = [
-            dataclasses.replace(r, status=Status.FAILED, error=error) for r in records if r.status is not Status.EMBEDDED
+            dataclasses.replace(r, status=Status.FAILED, error=error)
+            for r in records
+            if r.status is not Status.EMBEDDED
         ]
         await self._s.records.upsert(failed)
 

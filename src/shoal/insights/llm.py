@@ -20,7 +20,7 @@ import numpy.typing as npt
 import openai
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from shoal.insights.analyzer import Analysis, LocalAnalyzer
 from shoal.insights.sentiment import Label
@@ -144,10 +144,16 @@ class LLMAnalyzer:
     async def _with_retries(self, texts: list[str]) -> list[LLMItem]:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1),
-            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            wait=wait_random_exponential(multiplier=0.2, max=5.0),
             retry=retry_if_exception_type(
-                (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError,
-                 openai.InternalServerError, InvalidLLMOutput, TimeoutError)
+                (
+                    openai.APIConnectionError,
+                    openai.APITimeoutError,
+                    openai.RateLimitError,
+                    openai.InternalServerError,
+                    InvalidLLMOutput,
+                    TimeoutError,
+                )
             ),
             reraise=True,
         )

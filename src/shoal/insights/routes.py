@@ -80,8 +80,7 @@ def _validate(item: object, where: str) -> ConversationIn:
     except InvalidInput as exc:
         raise InvalidInput(f"{where}{exc.details}" if where else exc.details) from exc
     except ValidationError as exc:
-        errors = [{**e, "loc": (*where.rstrip(".").split("."), *e["loc"]) if where else e["loc"]}
-                  for e in exc.errors()]
+        errors = [{**e, "loc": (*where.rstrip(".").split("."), *e["loc"]) if where else e["loc"]} for e in exc.errors()]
         raise InvalidInput(describe_validation(errors).replace("Value error, ", "")) from exc
 
 
@@ -258,8 +257,13 @@ async def get_summary(
     first, second = await state.store.cluster_counts(start, middle), await state.store.cluster_counts(middle, end)
     totals = await state.store.cluster_counts(start, end)
     top_clusters = [
-        {"label": label, "count": n, "trend": _trend(first.get(label, 0), second.get(label, 0)),
-         "first_half": first.get(label, 0), "second_half": second.get(label, 0)}
+        {
+            "label": label,
+            "count": n,
+            "trend": _trend(first.get(label, 0), second.get(label, 0)),
+            "first_half": first.get(label, 0),
+            "second_half": second.get(label, 0),
+        }
         for label, n in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
     ]
     counts = await state.store.counts(start, end)
@@ -274,7 +278,8 @@ async def get_summary(
                 "bucket": bucket,
                 "total_count": analyzed,
                 "avg_sentiment": round(sum(b["avg_sentiment"] * b["count"] for b in series) / analyzed, 4)
-                if analyzed else None,
+                if analyzed
+                else None,
                 "pending_count": counts.get("pending", 0),
                 "failed_count": counts.get("failed", 0),
             },
@@ -283,9 +288,7 @@ async def get_summary(
 
 
 @router.get("/clusters")
-async def get_clusters(
-    services: ServicesDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50
-) -> Response:
+async def get_clusters(services: ServicesDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> Response:
     """Topic clusters, largest first: label, size, distinctive terms, example texts."""
     state: InsightsState = state_of(services)
     rows = await state.store.list_clusters(limit)

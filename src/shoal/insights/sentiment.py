@@ -31,35 +31,127 @@ HEAD_PATH = Path(__file__).resolve().with_name("assets") / "sentiment_head.npz"
 
 # Support-domain words VADER lacks or under-weights (VADER's scale: -4 .. +4).
 DOMAIN_LEXICON: dict[str, float] = {
-    "outage": -2.0, "glitch": -1.5, "glitchy": -1.8, "bug": -1.0, "buggy": -1.8, "crashing": -2.0,
-    "crashes": -1.8, "crashed": -1.8, "freezing": -1.2, "frozen": -1.0, "laggy": -1.5, "slow": -1.0,
-    "overcharged": -2.5, "refund": -0.5, "unresolved": -1.8, "delayed": -1.5, "delays": -1.5,
-    "cancelled": -1.5, "canceled": -1.5, "rude": -2.2, "incompetent": -2.5, "unreliable": -2.0,
-    "nightmare": -2.5, "joke": -1.0, "pathetic": -2.6, "disgraceful": -2.8, "shambles": -2.5,
-    "fixed": 1.2, "sorted": 1.0, "solved": 1.5, "resolved": 1.5, "smooth": 1.2, "quick": 0.8,
-    "prompt": 1.0, "speedy": 1.2, "lifesaver": 2.5, "kudos": 2.0, "shoutout": 1.5, "fml": -2.0,
-    "eyeroll": -1.5, "facepalm": -1.8, "thumbsdown": -2.0, "thumbsup": 1.5, "heartbroken": -2.5,
+    "outage": -2.0,
+    "late": -1.0,
+    "glitch": -1.5,
+    "glitchy": -1.8,
+    "bug": -1.0,
+    "buggy": -1.8,
+    "crashing": -2.0,
+    "crashes": -1.8,
+    "crashed": -1.8,
+    "freezing": -1.2,
+    "frozen": -1.0,
+    "laggy": -1.5,
+    "slow": -1.0,
+    "overcharged": -2.5,
+    "refund": -0.5,
+    "unresolved": -1.8,
+    "delayed": -1.5,
+    "delays": -1.5,
+    "cancelled": -1.5,
+    "canceled": -1.5,
+    "rude": -2.2,
+    "incompetent": -2.5,
+    "unreliable": -2.0,
+    "nightmare": -2.5,
+    "joke": -1.0,
+    "pathetic": -2.6,
+    "disgraceful": -2.8,
+    "shambles": -2.5,
+    "fixed": 1.2,
+    "sorted": 1.0,
+    "solved": 1.5,
+    "resolved": 1.5,
+    "smooth": 1.2,
+    "quick": 0.8,
+    "prompt": 1.0,
+    "speedy": 1.2,
+    "lifesaver": 2.5,
+    "kudos": 2.0,
+    "shoutout": 1.5,
+    "fml": -2.0,
+    "eyeroll": -1.5,
+    "facepalm": -1.8,
+    "thumbsdown": -2.0,
+    "thumbsup": 1.5,
+    "heartbroken": -2.5,
 }
 
 # Multi-word support phrases, matched on the lower-cased text before VADER runs.
 DOMAIN_PHRASES: dict[str, float] = {
-    "still waiting": -2.0, "still not": -1.5, "still no": -1.5, "no response": -2.0, "no reply": -2.0,
-    "no one": -1.0, "nobody": -1.0, "never received": -2.2, "never arrived": -2.2, "never got": -1.8,
-    "hasn't arrived": -2.0, "has not arrived": -2.0, "not arrived": -1.8, "not received": -1.8,
-    "charged twice": -2.5, "double charged": -2.5, "on hold": -1.5, "doesn't work": -2.0,
-    "does not work": -2.0, "not working": -2.0, "stopped working": -2.2, "keeps crashing": -2.5,
-    "worst service": -3.0, "customer service sucks": -3.0, "waste of time": -2.5, "never again": -2.5,
-    "fed up": -2.2, "sick of": -2.2, "tired of": -1.8, "what a joke": -2.5, "thank you so much": 2.5,
-    "thanks so much": 2.5, "problem solved": 2.0, "issue resolved": 2.0, "great service": 2.5,
+    "still waiting": -2.0,
+    "still not": -1.5,
+    "still no": -1.5,
+    "no response": -2.0,
+    "no reply": -2.0,
+    "no one": -1.0,
+    "nobody": -1.0,
+    "never received": -2.2,
+    "never arrived": -2.2,
+    "never got": -1.8,
+    "hasn't arrived": -2.0,
+    "has not arrived": -2.0,
+    "not arrived": -1.8,
+    "not received": -1.8,
+    "charged twice": -2.5,
+    "double charged": -2.5,
+    "on hold": -1.5,
+    "doesn't work": -2.0,
+    "does not work": -2.0,
+    "not working": -2.0,
+    "stopped working": -2.2,
+    "keeps crashing": -2.5,
+    "worst service": -3.0,
+    "customer service sucks": -3.0,
+    "waste of time": -2.5,
+    "never again": -2.5,
+    "fed up": -2.2,
+    "sick of": -2.2,
+    "tired of": -1.8,
+    "what a joke": -2.5,
+    "thank you so much": 2.5,
+    "thanks so much": 2.5,
+    "problem solved": 2.0,
+    "issue resolved": 2.0,
+    "great service": 2.5,
 }
 
 # Emoji valences (VADER's descriptions of these carry none, or get negated by a nearby "not"):
 # they are taken out of the text and added to the score like phrases.
 EMOJI_VALENCE: dict[str, float] = {
-    "😡": -2.7, "🤬": -2.7, "😠": -2.4, "😤": -1.8, "😢": -1.8, "😭": -1.5, "😞": -2.0, "😩": -2.0,
-    "😫": -2.0, "💔": -2.2, "👎": -2.0, "👍": 1.5, "🙏": 1.2, "❤": 2.2, "😍": 2.5, "🥰": 2.5,
-    "😊": 2.0, "🙂": 1.2, "😀": 1.8, "😃": 1.8, "😁": 1.8, "🎉": 2.0, "🙄": -1.5, "😒": -1.5,
-    "🤦": -1.8, "😑": -1.0, "🤮": -2.5, "😔": -1.5, "😂": 0.6, "🤣": 0.6, "💯": 1.0, "👏": 1.2,
+    "😡": -2.7,
+    "🤬": -2.7,
+    "😠": -2.4,
+    "😤": -1.8,
+    "😢": -1.8,
+    "😭": -1.5,
+    "😞": -2.0,
+    "😩": -2.0,
+    "😫": -2.0,
+    "💔": -2.2,
+    "👎": -2.0,
+    "👍": 1.5,
+    "🙏": 1.2,
+    "❤": 2.2,
+    "😍": 2.5,
+    "🥰": 2.5,
+    "😊": 2.0,
+    "🙂": 1.2,
+    "😀": 1.8,
+    "😃": 1.8,
+    "😁": 1.8,
+    "🎉": 2.0,
+    "🙄": -1.5,
+    "😒": -1.5,
+    "🤦": -1.8,
+    "😑": -1.0,
+    "🤮": -2.5,
+    "😔": -1.5,
+    "😂": 0.6,
+    "🤣": 0.6,
+    "💯": 1.0,
+    "👏": 1.2,
 }
 SARCASM_EMOJI = frozenset({"🙄", "😒", "😑"})
 
@@ -72,17 +164,17 @@ _SARCASM_CUES: list[tuple[str, str]] = [
     (r"\byeah,? right\b", "yeah right"),
     (r"(?:^|\s)/s\b|#sarcasm\b", "sarcasm tag"),
     # weaker cues: they flip only a text that also carries negative evidence
-    (r"\b(?:love|loving|enjoy|enjoying)\s+(?:how|when|that|being|waiting|sitting|paying)\b",
-     "ironic love"),
-    (r"[\"“‘']\s*(?:helpful|great|support|service|fast|quick|excellent|customer service|help)"
-     r"\s*[\"”’']", "scare quotes"),
+    (r"\b(?:love|loving|enjoy|enjoying)\s+(?:how|when|that|being|waiting|sitting|paying)\b", "ironic love"),
+    (
+        r"[\"“‘']\s*(?:helpful|great|support|service|fast|quick|excellent|customer service|help)"
+        r"\s*[\"”’']",
+        "scare quotes",
+    ),
     (r"\bas usual\b|\bonce again\b|\bevery single time\b", "resignation"),
 ]
 _SARCASM = re.compile("|".join(f"(?P<c{i}>{p})" for i, (p, _) in enumerate(_SARCASM_CUES)))
 _CUE_NAMES = {f"c{i}": name for i, (_, name) in enumerate(_SARCASM_CUES)}
-_PHRASES = re.compile(
-    r"\b(?:" + "|".join(re.escape(p) for p in sorted(DOMAIN_PHRASES, key=len, reverse=True)) + r")\b"
-)
+_PHRASES = re.compile(r"\b(?:" + "|".join(re.escape(p) for p in sorted(DOMAIN_PHRASES, key=len, reverse=True)) + r")\b")
 _EMOJI = re.compile("|".join(re.escape(e) for e in sorted(EMOJI_VALENCE, key=len, reverse=True)))
 _TOKEN = re.compile(r"[a-z][a-z']+")
 _NEGATIONS = frozenset(NEGATE) | {"never", "no", "not", "without", "nothing"}
@@ -199,9 +291,7 @@ class SentimentAnalyzer:
     def analyze(self, text: str, vector: npt.NDArray[np.float32] | None = None) -> Sentiment:
         return self.analyze_many([text], None if vector is None else vector[None, :])[0]
 
-    def analyze_many(
-        self, texts: list[str], vectors: npt.NDArray[np.float32] | None = None
-    ) -> list[Sentiment]:
+    def analyze_many(self, texts: list[str], vectors: npt.NDArray[np.float32] | None = None) -> list[Sentiment]:
         """Score ``texts``; ``vectors`` (n, dim), L2-normalised, feed the head when there is one."""
         ruled = [self.rules(text) for text in texts]
         probs = None

@@ -163,8 +163,14 @@ class InsightsStore:
         now = datetime.now(UTC)
         values = [
             {
-                "conversation_id": c.id, "ts": c.ts, "text": c.text, "author": c.author,
-                "raw_data": c.raw_data, "status": "pending", "attempts": 0, "updated_at": now,
+                "conversation_id": c.id,
+                "ts": c.ts,
+                "text": c.text,
+                "author": c.author,
+                "raw_data": c.raw_data,
+                "status": "pending",
+                "attempts": 0,
+                "updated_at": now,
             }
             for c in conversations
         ]
@@ -177,19 +183,32 @@ class InsightsStore:
             insights.update()
             .where(insights.c.conversation_id == sa.bindparam("cid"))
             .values(
-                status="analyzed", error=None, sentiment_score=sa.bindparam("s_score"),
-                sentiment=sa.bindparam("s_label"), confidence=sa.bindparam("s_conf"),
-                cluster=sa.bindparam("s_cluster"), cluster_id=sa.bindparam("s_cluster_id"),
-                clusters=sa.bindparam("s_clusters", type_=Json), reasoning=sa.bindparam("s_reason"),
-                analyzer=sa.bindparam("s_analyzer"), analyzed_at=now, updated_at=now,
+                status="analyzed",
+                error=None,
+                sentiment_score=sa.bindparam("s_score"),
+                sentiment=sa.bindparam("s_label"),
+                confidence=sa.bindparam("s_conf"),
+                cluster=sa.bindparam("s_cluster"),
+                cluster_id=sa.bindparam("s_cluster_id"),
+                clusters=sa.bindparam("s_clusters", type_=Json),
+                reasoning=sa.bindparam("s_reason"),
+                analyzer=sa.bindparam("s_analyzer"),
+                analyzed_at=now,
+                updated_at=now,
                 attempts=insights.c.attempts + 1,
             )
         )
         params = [
             {
-                "cid": cid, "s_score": a.sentiment_score, "s_label": a.sentiment, "s_conf": a.confidence,
-                "s_cluster": a.cluster, "s_cluster_id": a.cluster_id, "s_clusters": a.clusters,
-                "s_reason": a.reasoning, "s_analyzer": a.analyzer,
+                "cid": cid,
+                "s_score": a.sentiment_score,
+                "s_label": a.sentiment,
+                "s_conf": a.confidence,
+                "s_cluster": a.cluster,
+                "s_cluster_id": a.cluster_id,
+                "s_clusters": a.clusters,
+                "s_reason": a.reasoning,
+                "s_analyzer": a.analyzer,
             }
             for cid, a in analyses.items()
         ]
@@ -207,7 +226,9 @@ class InsightsStore:
                 insights.update()
                 .where(insights.c.conversation_id.in_(list(ids)), insights.c.status == "pending")
                 .values(
-                    attempts=attempts, error=error[:2000], updated_at=now,
+                    attempts=attempts,
+                    error=error[:2000],
+                    updated_at=now,
                     status=sa.case((attempts >= max_attempts, "failed"), else_="pending"),
                 )
             )
@@ -219,9 +240,7 @@ class InsightsStore:
         return int(pending or 0)
 
     async def statuses(self, ids: Sequence[str]) -> dict[str, str]:
-        stmt = sa.select(insights.c.conversation_id, insights.c.status).where(
-            insights.c.conversation_id.in_(list(ids))
-        )
+        stmt = sa.select(insights.c.conversation_id, insights.c.status).where(insights.c.conversation_id.in_(list(ids)))
         async with self._begin() as conn:
             return {cid: status for cid, status in await conn.execute(stmt)}
 
@@ -248,11 +267,15 @@ class InsightsStore:
         page_where = list(where)
         if q.cursor is not None:
             ts, cid = decode_cursor(q.cursor)
-            page_where.append(sa.tuple_(insights.c.ts, insights.c.conversation_id) > sa.tuple_(
-                sa.literal(ts, UtcDateTime), sa.literal(cid)))
+            page_where.append(
+                sa.tuple_(insights.c.ts, insights.c.conversation_id)
+                > sa.tuple_(sa.literal(ts, UtcDateTime), sa.literal(cid))
+            )
         stmt = (
-            sa.select(insights).where(*page_where)
-            .order_by(insights.c.ts, insights.c.conversation_id).limit(q.limit + 1)
+            sa.select(insights)
+            .where(*page_where)
+            .order_by(insights.c.ts, insights.c.conversation_id)
+            .limit(q.limit + 1)
         )
         async with self._begin() as conn:
             rows = [r._asdict() for r in await conn.execute(stmt)]
@@ -266,7 +289,8 @@ class InsightsStore:
         """Conversations per status in the range."""
         stmt = (
             sa.select(insights.c.status, sa.func.count())
-            .where(insights.c.ts >= start, insights.c.ts <= end).group_by(insights.c.status)
+            .where(insights.c.ts >= start, insights.c.ts <= end)
+            .group_by(insights.c.status)
         )
         async with self._begin() as conn:
             return {status: int(n) for status, n in await conn.execute(stmt)}
@@ -291,8 +315,12 @@ class InsightsStore:
     async def cluster_counts(self, start: datetime, end: datetime) -> dict[str, int]:
         stmt = (
             sa.select(insights.c.cluster, sa.func.count())
-            .where(insights.c.ts >= start, insights.c.ts <= end, insights.c.status == "analyzed",
-                   insights.c.cluster.is_not(None))
+            .where(
+                insights.c.ts >= start,
+                insights.c.ts <= end,
+                insights.c.status == "analyzed",
+                insights.c.cluster.is_not(None),
+            )
             .group_by(insights.c.cluster)
         )
         async with self._begin() as conn:
@@ -325,19 +353,31 @@ class InsightsStore:
             reservoir = np.frombuffer(r.reservoir, dtype=np.float32).reshape(-1, dim)
             out.append(
                 Cluster(
-                    id=r.id, total=np.frombuffer(r.total, dtype=np.float64).copy(), size=r.size,
-                    terms=_counter(r.terms), examples=list(r.examples), reservoir=list(reservoir.copy()),
-                    seen=r.seen, label=r.label,
+                    id=r.id,
+                    total=np.frombuffer(r.total, dtype=np.float64).copy(),
+                    size=r.size,
+                    terms=_counter(r.terms),
+                    examples=list(r.examples),
+                    reservoir=list(reservoir.copy()),
+                    seen=r.seen,
+                    label=r.label,
                 )
             )
         return out
 
     async def list_clusters(self, limit: int) -> list[dict[str, Any]]:
         stmt = (
-            sa.select(clusters_table.c.id, clusters_table.c.label, clusters_table.c.size,
-                      clusters_table.c.cohesion, clusters_table.c.top_terms, clusters_table.c.examples,
-                      clusters_table.c.updated_at)
-            .order_by(clusters_table.c.size.desc(), clusters_table.c.id).limit(limit)
+            sa.select(
+                clusters_table.c.id,
+                clusters_table.c.label,
+                clusters_table.c.size,
+                clusters_table.c.cohesion,
+                clusters_table.c.top_terms,
+                clusters_table.c.examples,
+                clusters_table.c.updated_at,
+            )
+            .order_by(clusters_table.c.size.desc(), clusters_table.c.id)
+            .limit(limit)
         )
         async with self._begin() as conn:
             return [r._asdict() for r in await conn.execute(stmt)]
@@ -352,9 +392,15 @@ def _counter(terms: dict[str, int]) -> Any:
 def _cluster_row(clusterer: OnlineClusterer, cluster: Cluster, now: datetime) -> dict[str, Any]:
     reservoir = np.stack(cluster.reservoir).astype(np.float32) if cluster.reservoir else np.zeros((0, clusterer.dim))
     return {
-        "id": cluster.id, "label": cluster.label, "size": cluster.size, "seen": cluster.seen,
-        "cohesion": round(cluster.cohesion, 4), "top_terms": clusterer.top_terms(cluster, 8),
-        "examples": cluster.examples, "terms": dict(cluster.terms),
-        "total": cluster.total.astype(np.float64).tobytes(), "reservoir": reservoir.astype(np.float32).tobytes(),
+        "id": cluster.id,
+        "label": cluster.label,
+        "size": cluster.size,
+        "seen": cluster.seen,
+        "cohesion": round(cluster.cohesion, 4),
+        "top_terms": clusterer.top_terms(cluster, 8),
+        "examples": cluster.examples,
+        "terms": dict(cluster.terms),
+        "total": cluster.total.astype(np.float64).tobytes(),
+        "reservoir": reservoir.astype(np.float32).tobytes(),
         "updated_at": now,
     }

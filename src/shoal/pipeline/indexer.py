@@ -130,15 +130,26 @@ class IndexProcessor(Processor):
             self._s.metrics.records_failed.inc(len(records))
             await self._s.bus.publish(INDEXED_CHANNEL, {"collection": collection.name, "ids": [], "failed": failed})
             return
-        extra = [(target, await self._embed_other(target, records)) for target in others]
-        now = datetime.now(UTC)
-        for record in records:
-            record.status, record.error = Status.EMBEDDED, None
-            record.embedding_model, record.embedding_dim, record.embedded_at = engine.model_id, engine.dim, now
-            record.updated_at = now
+        written = {current.vector_name: vectors}
+        for target in others:
+            written[target.vector_name] = await self._embed_other(target, records)
         async with write_lock(self._s, collection.name):
+            # A model switch may have started, been promoted or rolled back while this batch
+            # embedded: write exactly the vector collections the collection has now.
+            latest = self._s.collections.cached(collection.name) or collection
+            for target in targets(latest):
+                if target.vector_name not in written:
+                    written[target.vector_name] = await self._embed_other(target, records)
+            if latest.model != engine.model_id:
+                engine = await engine_for(self._s, latest.model)
+            now = datetime.now(UTC)
+            for record in records:
+                record.status, record.error = Status.EMBEDDED, None
+                record.embedding_model, record.embedding_dim, record.embedded_at = engine.model_id, engine.dim, now
+                record.updated_at = now
             await self._s.records.upsert(records)
-            for target, target_vectors in [(current, vectors), *extra]:
+            for target in targets(latest):
+                target_vectors = written[target.vector_name]
                 if target_vectors is None:
                     continue
                 points = [
@@ -159,7 +170,9 @@ class IndexProcessor(Processor):
             engine = await engine_for(self._s, target.model)
             return await embed_patiently(engine, [r.text for r in records])
         except ShoalError as exc:
-            logger.warning("embedding for another vector collection failed", role=target.role, model=target.model, error=str(exc))
+            logger.warning(
+                "embedding for another vector collection failed", role=target.role, model=target.model, error=str(exc)
+            )
             return None
 
     def _targets(self, collection: Collection) -> list[str]:

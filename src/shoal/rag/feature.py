@@ -48,7 +48,7 @@ class RagFeature(Feature):
                 load_reranker, settings.reranker, max_tokens=settings.rerank_max_tokens, threads=settings.rerank_threads
             )
         llm = None
-        if llm_settings.base_url and llm_settings.model:
+        if llm_settings.configured:
             llm = await stack.enter_async_context(LLM(llm_settings))
         state = RagState(settings, reranker=reranker, llm=llm, metrics=RagMetrics(services.metrics.registry))
         services.extras[self.name] = state

@@ -55,7 +55,7 @@ class LLM:
 
     def __init__(self, settings: LLMSettings) -> None:
         if not settings.base_url or not settings.model:
-            raise ConfigurationError("SHOAL_LLM_BASE_URL and SHOAL_LLM_MODEL are both needed for generation")
+            raise ConfigurationError("SHOAL_LLM_BASE_URL and SHOAL_LLM_MODEL are needed for generation")
         self.model = settings.model
         key = settings.api_key.get_secret_value() if settings.api_key else "unused"
         self._client = openai.AsyncOpenAI(

@@ -130,6 +130,7 @@ class RagState:
         self.origin = uuid.uuid4().hex
         self.following = asyncio.Event()
         self.results: TTLCache[str, Answer] = TTLCache(max(settings.cache_size, 1), settings.cache_ttl_s)
+        self._indexed: set[str] = set()
 
     def apply(self, collection: str, changes: Mapping[str, int | None], versions: Mapping[str, int]) -> None:
         """Swap document versions in; cached results are dropped when the index changes."""
@@ -137,9 +138,18 @@ class RagState:
             self.results.clear()
 
     async def ensure_collection(self, services: Services, name: str) -> Collection:
+        """The RAG collection ``name`` (created with BM25 vectors on first use)."""
         collection = await services.collections.ensure(name, sparse=True, config={"rag": True})
         if not collection.config.get("sparse"):
             raise InvalidInput(f"collection: {name!r} exists without BM25 vectors; use another name for RAG")
+        if collection.vector_name not in self._indexed:
+            # Payload indexes make replacing a document's chunks a lookup, not a scan. Only some
+            # stores take them (it is not part of the VectorStore contract).
+            ensure_index = getattr(services.vectors, "ensure_index", None)
+            if ensure_index is not None:
+                await ensure_index(collection.vector_name, DOC, "keyword")
+                await ensure_index(collection.vector_name, VERSION, "integer")
+            self._indexed.add(collection.vector_name)
         return collection
 
 

@@ -75,24 +75,34 @@ class Recommender:
             items = [i for i in popular["items"] if i["item_id"] not in profile.seen][:n]
             return self._wrap(profile.user_id, items, "popular")
         seen = list(profile.seen)
-        blend = self.settings.popularity_blend
-        fetch = n * self.settings.candidate_factor if blend > 0 else n
         hits = await self.services.vectors.search(
             name,
             query,
-            limit=fetch,
+            limit=n,
             exclude_ids=seen,
             # excluding many ids needs a wider beam, or recall drops (DESIGN.md)
-            ef=min(self.settings.max_ef, max(128, fetch + len(seen))),
+            ef=min(self.settings.max_ef, max(128, n + len(seen))),
         )
         items = [i for i in _items(hits) if i["item_id"] not in profile.seen]
-        if blend > 0:
-            items = await self._blend(items, blend)
+        if self.settings.popularity_blend > 0:
+            items = await self._blend(name, query, profile, items)
         return self._wrap(profile.user_id, items[:n], "realtime")
 
-    async def _blend(self, items: list[dict[str, Any]], blend: float) -> list[dict[str, Any]]:
-        trend = {i["item_id"]: i["score"] for i in (await self.popular())["items"]}
+    async def _blend(
+        self, name: str, query: list[float], profile: Profile, items: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Taste candidates plus the trending items the user has not seen, scored by similarity to
+        the taste plus ``popularity_blend`` × the item's trending score relative to the top one."""
+        trend = {i["item_id"]: float(i["score"]) for i in (await self.popular())["items"]}
+        unseen = [i for i in trend if i not in profile.seen]
+        if unseen:
+            hits = await self.services.vectors.search(
+                name, query, limit=len(unseen), filter=Filter(must=[HasId(has_id=unseen)]), ef=max(128, len(unseen))
+            )
+            known = {i["item_id"] for i in items}
+            items = items + [i for i in _items(hits) if i["item_id"] not in known]
         top = max(trend.values(), default=0.0) or 1.0
+        blend = self.settings.popularity_blend
         for item in items:
             item["score"] = round(item["score"] + blend * trend.get(item["item_id"], 0.0) / top, 6)
         return sorted(items, key=lambda i: -float(i["score"]))

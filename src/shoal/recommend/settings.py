@@ -23,9 +23,11 @@ class RecommendSettings(BaseSettings):
     rating_neutral: float = Field(3.0, description="a rating equal to this neither attracts nor repels")
     rating_scale: float = Field(2.0, gt=0, description="rating distance from neutral that gives weight_rating")
     popularity_blend: float = Field(
-        0.0, ge=0, description="score += blend * normalised trending score of the item (0: pure taste)"
+        0.5,
+        ge=0,
+        description="score += blend * trending score / top trending score; trending items join the "
+        "candidates (0: taste only; on MovieLens taste alone loses to popularity, blended it wins)",
     )
-    candidate_factor: int = Field(3, ge=1, le=20, description="taste candidates fetched per list slot when blending")
     max_ef: int = Field(4096, ge=16, description="ceiling of the HNSW beam width raised toward k + seen")
     recent_size: int = Field(50, ge=0, le=1000, description="last applied item ids kept on the profile")
     batch_size: int = Field(256, ge=1, le=10_000, description="events per profiler batch")

@@ -10,11 +10,12 @@ import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from shoal.filters import Filter
 
 Payload = dict[str, Any]
+IndexKind = Literal["keyword", "integer", "float", "bool", "datetime", "text", "uuid"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +61,15 @@ class VectorStore(abc.ABC):
     async def close(self) -> None: ...
 
     @abc.abstractmethod
-    async def create_collection(self, name: str, dim: int, *, sparse: bool = False) -> None:
+    async def create_collection(
+        self, name: str, dim: int, *, sparse: bool = False, indexes: Mapping[str, IndexKind] | None = None
+    ) -> None:
         """Create ``name`` if missing (cosine distance). Idempotent. ``sparse`` adds a BM25 sparse
-        vector with the IDF modifier; a store without sparse support raises ``ConfigurationError``."""
+        vector with the IDF modifier; a store without sparse support raises ``ConfigurationError``.
+        ``indexes`` declares payload indexes (key → kind) up front."""
+
+    async def ensure_index(self, name: str, key: str, kind: IndexKind) -> None:  # noqa: B027 - optional hook
+        """Index payload ``key`` for fast filtering (idempotent). Stores that index everything ignore it."""
 
     @abc.abstractmethod
     async def drop_collection(self, name: str) -> None:
@@ -114,6 +121,23 @@ class VectorStore(abc.ABC):
         from shoal.errors import ConfigurationError
 
         raise ConfigurationError(f"{type(self).__name__} does not support sparse vectors")
+
+    async def hybrid(
+        self,
+        name: str,
+        dense: Sequence[float],
+        sparse: SparseVector,
+        *,
+        limit: int = 10,
+        filter: Filter | None = None,
+        weights: tuple[float, float] | None = None,
+        prefetch: int | None = None,
+        rrf_k: int = 60,
+    ) -> list[Hit]:
+        """Dense and sparse results fused by reciprocal rank fusion inside the engine."""
+        from shoal.errors import ConfigurationError
+
+        raise ConfigurationError(f"{type(self).__name__} does not support hybrid queries")
 
     @abc.abstractmethod
     async def count(self, name: str, filter: Filter | None = None) -> int: ...

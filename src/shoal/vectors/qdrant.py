@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from qdrant_client import AsyncQdrantClient, models
@@ -21,10 +21,9 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from shoal.errors import BackendError, CollectionNotFound, ConfigurationError, Conflict, InvalidInput, ShoalError
 from shoal.filters import Filter
 from shoal.vectors import qdrant_filters as codec
-from shoal.vectors.base import Hit, Point, SparseVector, VectorStore
+from shoal.vectors.base import Hit, IndexKind, Point, SparseVector, VectorStore
 from shoal.vectors.edge_filters import ID_KEY, TS_FIELD, field_key
 
-IndexKind = Literal["keyword", "integer", "float", "bool", "datetime", "text", "uuid"]
 _SCHEMAS: dict[str, models.PayloadSchemaType] = {
     "keyword": models.PayloadSchemaType.KEYWORD,
     "integer": models.PayloadSchemaType.INTEGER,
@@ -220,7 +219,7 @@ class QdrantVectorStore(VectorStore):
                 limit=limit,
                 offset=offset or None,
                 score_threshold=score_threshold,
-                search_params=models.SearchParams(hnsw_ef=ef) if ef else None,
+                search_params=models.SearchParams(hnsw_ef=ef) if ef and not self._local else None,  # local: exact
                 with_payload=True,
                 with_vectors=[codec.DENSE] if with_vectors else False,
             )

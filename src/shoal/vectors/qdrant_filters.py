@@ -27,7 +27,7 @@ from shoal.vectors.edge_filters import (
     rfc3339,
 )
 
-__all__ = ["DENSE", "SPARSE", "to_qdrant", "to_struct", "to_point", "to_hit", "sparse", "dense", "point_id"]
+__all__ = ["DENSE", "SPARSE", "dense", "point_id", "sparse", "to_hit", "to_point", "to_qdrant", "to_struct"]
 
 
 def point_id(caller_id: str) -> str:

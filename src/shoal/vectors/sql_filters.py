@@ -19,7 +19,7 @@ Values travel as bind parameters (``$n``); only column names and fixed SQL are s
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -111,7 +111,7 @@ class SqlFilter:
             else:
                 path = self.bind(_path(key))
                 subject = f"{TRY_TIMESTAMPTZ}(payload #>> {path}::text[])"
-            bound = _datetime
+            bound: Callable[[str, float | datetime], Any] = _datetime
         else:
             value = f"(payload #> {self.bind(_path(key))}::text[])"
             subject = f"(CASE WHEN jsonb_typeof({value}) = 'number' THEN ({value} #>> '{{}}')::float8 END)"

@@ -1,0 +1,111 @@
+"""Backfill benchmark: records/s of ``Backfill`` against the engine's raw throughput, same texts,
+same run; then the same backfill with ``force`` on a warm cache.
+
+    .venv/bin/python bench/backfill.py [--limit N]
+
+Texts: the SciFact corpus (title + abstract) and the electronics catalog's product names (~15k).
+The records are written to a fresh record store as pending (as after an import while the provider
+was down); the backfill embeds them and writes both stores. Writes ``bench/results/backfill.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import sys
+import tempfile
+import time
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "bench" / "results" / "backfill.json"
+TARGETS = {"backfill_vs_engine": 0.90, "warm_force_speedup": 20.0}
+
+
+def load_texts(limit: int | None) -> list[str]:
+    texts: list[str] = []
+    with (DATA / "scifact" / "corpus.jsonl").open(encoding="utf-8") as f:
+        for line in f:
+            doc = json.loads(line)
+            texts.append(f"{doc.get('title', '')}. {doc.get('text', '')}".strip())
+    with (DATA / "amazon_in_electronics_catalog" / "All Electronics.csv").open(encoding="utf-8") as f:
+        texts.extend(row["name"] for row in csv.DictReader(f) if row.get("name"))
+    return texts[:limit] if limit else texts
+
+
+async def backfill_runs(texts: list[str], data_dir: Path) -> dict[str, Any]:
+    from shoal.app import open_services
+    from shoal.embedops.backfill import Backfill, BackfillOptions
+    from shoal.records import Record, Status
+    from shoal.settings import Settings
+
+    settings = Settings(_env_file=None, data_dir=data_dir, log_json=False)  # type: ignore[call-arg]
+    async with AsyncExitStack() as stack:
+        services = await open_services(settings, stack)
+        await services.engine.warmup()
+        await services.collections.create("bench")
+        now = datetime.now(UTC)
+        records = [Record("bench", f"t{i:06d}", text, {}, now, Status.PENDING) for i, text in enumerate(texts)]
+        for start in range(0, len(records), 1000):
+            await services.records.upsert(records[start : start + 1000])
+        cold = await Backfill(services, "bench", BackfillOptions(batch=100)).run()
+        warm = await Backfill(services, "bench", BackfillOptions(batch=100, force=True)).run()
+        stats = await services.records.stats("bench")
+        vectors = await services.vectors.count((await services.collections.get("bench")).vector_name)
+    assert cold.succeeded == len(texts) and warm.succeeded == len(texts), (cold, warm)
+    assert stats.models.get(services.engine.model_id) == len(texts) and vectors == len(texts)
+    return {"cold": cold.to_dict(), "warm": warm.to_dict()}
+
+
+async def main(limit: int | None) -> None:
+    from embed import engine_ceiling
+
+    texts = load_texts(limit)
+    started = time.perf_counter()
+    engine_rate = await engine_ceiling(texts)
+    raw_s = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = await backfill_runs(texts, Path(tmp))
+    cold, warm = runs["cold"], runs["warm"]
+    result = {
+        "texts": len(texts),
+        "engine_texts_per_s": round(engine_rate, 1),
+        "engine_seconds": round(raw_s, 2),
+        "backfill_records_per_s": round(len(texts) / cold["duration_s"], 1),
+        "backfill_seconds": cold["duration_s"],
+        "backfill_vs_engine": round(len(texts) / cold["duration_s"] / engine_rate, 3),
+        "warm_force_records_per_s": round(len(texts) / warm["duration_s"], 1),
+        "warm_force_seconds": warm["duration_s"],
+        "warm_force_speedup": round(cold["duration_s"] / warm["duration_s"], 1),
+        "targets": TARGETS,
+        "runs": runs,
+    }
+    table = Table(title=f"backfill of {len(texts)} texts (SciFact + electronics catalog)")
+    for name in ("measure", "value", "target"):
+        table.add_column(name, justify="right")
+    table.add_row("engine raw texts/s", f"{result['engine_texts_per_s']:,}", "baseline")
+    table.add_row("backfill records/s", f"{result['backfill_records_per_s']:,}", "")
+    table.add_row("backfill / engine", f"{result['backfill_vs_engine']:.1%}", f">= {TARGETS['backfill_vs_engine']:.0%}")
+    table.add_row("forced, warm cache records/s", f"{result['warm_force_records_per_s']:,}", "")
+    table.add_row(
+        "warm forced speed-up", f"{result['warm_force_speedup']}x", f">= {TARGETS['warm_force_speedup']:.0f}x"
+    )
+    Console().print(table)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N texts")
+    asyncio.run(main(parser.parse_args().limit))

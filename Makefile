@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: run dev test lint format bench chromium clean
 
 include Makefile.model
+include Makefile.dashboard
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

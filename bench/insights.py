@@ -289,17 +289,23 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=20_000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--skip-server", action="store_true")
+    parser.add_argument("--only-server", action="store_true", help="keep the other figures of the last run")
     parser.add_argument("--serve", nargs=2, metavar=("PORT", "DATA_DIR"))
     args = parser.parse_args()
     if args.serve:
         serve(int(args.serve[0]), args.serve[1])
         return
     console = Console()
-    results: dict[str, Any] = {
-        "sentiment": sentiment_quality(),
-        "clustering": clustering_quality(),
-        "analysis_speed": analysis_speed(),
-    }
+    if args.only_server:
+        results: dict[str, Any] = json.loads(RESULTS.read_text())
+    else:
+        results = {
+            "sentiment": sentiment_quality(),
+            "clustering": clustering_quality(),
+            "analysis_speed": analysis_speed(),
+        }
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     if not args.skip_server:
         results["server"] = asyncio.run(server_figures(args.conversations, args.seconds))
     table = Table(title="insights")

@@ -51,9 +51,9 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-async def import_catalog(http: httpx.AsyncClient) -> dict[str, Any]:
+async def import_catalog(http: httpx.AsyncClient, limit: int | None) -> dict[str, Any]:
     started = time.perf_counter()
-    summary = await import_items(http, CATALOG, "amazon-csv")
+    summary = await import_items(http, CATALOG, "amazon-csv", limit=limit)
     while True:
         stats = (await http.get("/v1/collections/items/stats")).json()
         if stats["embedded"] + stats["failed"] >= summary.sent:
@@ -139,17 +139,17 @@ async def reads(http: httpx.AsyncClient, app: Any, users: list[str], n: int) -> 
     }
 
 
-async def main(rate: float, seconds: float, n_users: int) -> None:
+async def main(rate: float, seconds: float, n_users: int, limit: int | None) -> None:
     console = Console()
-    texts = [r["text"] for r in item_records(CATALOG, "amazon-csv", ImportSummary())]
+    texts = [r["text"] for r in item_records(CATALOG, "amazon-csv", ImportSummary(), limit)]
     ceiling = await engine_ceiling(texts)
-    settings = RecommendSettings(_env_file=None, list_size=50)  # type: ignore[call-arg]
+    settings = RecommendSettings(_env_file=None, list_size=50)
     with tempfile.TemporaryDirectory() as tmp:
-        core = Settings(_env_file=None, data_dir=Path(tmp), log_json=False, log_level="WARNING")  # type: ignore[call-arg]
+        core = Settings(_env_file=None, data_dir=Path(tmp), log_json=False, log_level="WARNING")
         app = create_app(core, [CoreFeature(), RecommendFeature(settings)])
         async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as http:
-            catalog = await import_catalog(http)
-            items = [str(r["id"]) for r in item_records(CATALOG, "amazon-csv", ImportSummary())]
+            catalog = await import_catalog(http, limit)
+            items = [str(r["id"]) for r in item_records(CATALOG, "amazon-csv", ImportSummary(), limit)]
             users = [f"user{n}" for n in range(n_users)]
             await events_at_rate(http, app, items, users, rate, 2)  # warm-up
             events = await events_at_rate(http, app, items, users, rate, seconds)
@@ -181,5 +181,6 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--users", type=int, default=300)
+    parser.add_argument("--catalog-limit", type=int, default=None, help="import only the first N rows")
     args = parser.parse_args()
-    asyncio.run(main(args.rate, args.seconds, args.users))
+    asyncio.run(main(args.rate, args.seconds, args.users, args.catalog_limit))

@@ -171,10 +171,12 @@ async def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "rag.json")
     args = parser.parse_args()
     corpus, queries, qrels = load(args.data)
-    rag_settings = RagSettings(_env_file=None, cache_size=20_000)  # type: ignore[call-arg]
+    rag_settings = RagSettings(_env_file=None, cache_size=20_000)
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(_env_file=None, data_dir=Path(tmp), log_json=False, log_level="WARNING", wait_timeout_s=900)  # type: ignore[call-arg]
-        app = create_app(settings, [RagFeature(rag_settings, LLMSettings(_env_file=None))])  # type: ignore[call-arg]
+        # Indexing the whole corpus can take long on a busy machine: the wait must not time out.
+        options: dict[str, Any] = {"log_json": False, "log_level": "WARNING", "wait_timeout_s": 7200}
+        settings = Settings(_env_file=None, data_dir=Path(tmp), **options)
+        app = create_app(settings, [RagFeature(rag_settings, LLMSettings(_env_file=None))])
         async with LifespanManager(app, startup_timeout=120, shutdown_timeout=120) as manager:
             services: Services = app.state.services
             state: RagState = services.extras["rag"]

@@ -82,11 +82,11 @@ async def main(holdout: int, max_users: int) -> None:
     train = [r for r in ratings if (r[0], r[1], r[3]) not in held_keys and (not max_users or r[0] in held)]
 
     # the replay spans 22 years of event time: trending counts decay over years, not a day
-    settings = RecommendSettings(  # type: ignore[call-arg]
+    settings = RecommendSettings(
         _env_file=None, list_size=50, popular_refresh_s=5.0, popular_half_life_s=5 * 365 * 86400.0
     )
     with tempfile.TemporaryDirectory() as tmp:
-        core = Settings(_env_file=None, data_dir=Path(tmp), log_json=False, log_level="WARNING")  # type: ignore[call-arg]
+        core = Settings(_env_file=None, data_dir=Path(tmp), log_json=False, log_level="WARNING")
         app = create_app(core, [CoreFeature(), RecommendFeature(settings)])
         async with LifespanManager(app, startup_timeout=120, shutdown_timeout=120) as manager:
             transport = httpx.ASGITransport(app=manager.app)
@@ -95,10 +95,10 @@ async def main(holdout: int, max_users: int) -> None:
                 items = load_items()
                 started = time.perf_counter()
                 for start in range(0, len(items), 1000):
-                    r = await client.post(
+                    resp = await client.post(
                         "/v1/collections/items/records?wait=true", json={"records": items[start : start + 1000]}
                     )
-                    assert r.status_code in (200, 202), r.text
+                    assert resp.status_code in (200, 202), resp.text
                 embed_s = time.perf_counter() - started
                 started = time.perf_counter()
                 for start in range(0, len(train), 1000):
@@ -106,8 +106,8 @@ async def main(holdout: int, max_users: int) -> None:
                         {"event_id": f"{u}/{m}/{t}", "user_id": u, "item_id": m, "type": "rating", "value": v, "ts": t}
                         for u, m, v, t in train[start : start + 1000]
                     ]
-                    r = await client.post("/v1/events", json=body)
-                    assert r.status_code == 202, r.text
+                    resp = await client.post("/v1/events", json=body)
+                    assert resp.status_code == 202, resp.text
                 # a script waiting for the profiler to drain the replay, not test synchronisation
                 while await services.log.lag("interactions", "profiler"):  # noqa: ASYNC110
                     await asyncio.sleep(0.2)
@@ -115,8 +115,8 @@ async def main(holdout: int, max_users: int) -> None:
 
                 lists: dict[str, list[str]] = {}
                 for u in users:
-                    r = await client.get(f"/v1/users/{u}/recommendations", params={"limit": K})
-                    lists[u] = [i["item_id"] for i in r.json()["items"]]
+                    resp = await client.get(f"/v1/users/{u}/recommendations", params={"limit": K})
+                    lists[u] = [i["item_id"] for i in resp.json()["items"]]
 
                 # popularity baseline: most-rated training items the user has not rated
                 counts = Counter(m for _, m, _, _ in train)
@@ -152,8 +152,9 @@ async def main(holdout: int, max_users: int) -> None:
     table.add_column("Recall@10", justify="right")
     table.add_column("vs popularity (hit rate)", justify="right")
     base = rows["popularity baseline"]["hit_rate@10"]
-    for name, m in rows.items():
-        table.add_row(name, f"{m['hit_rate@10']:.3f}", f"{m['recall@10']:.3f}", f"{m['hit_rate@10'] / base:.2f}x")
+    for name, figures in rows.items():
+        hit, recall = figures["hit_rate@10"], figures["recall@10"]
+        table.add_row(name, f"{hit:.3f}", f"{recall:.3f}", f"{hit / base:.2f}x")
     console.print(table)
     console.print(f"catalog embed {embed_s:.1f}s · replay {len(train) / replay_s:,.0f} events/s")
     result = {

@@ -142,14 +142,25 @@ class ShoalProcess(ServerProcess):
 class Cluster:
     """``apis`` API processes and ``workers`` worker processes on ``backends``.
 
-    The first API process starts alone (it creates the feature collections), the rest together.
-    Leaving the block stops every process that is still running (SIGTERM, then SIGKILL).
+    ``api_role="all"`` makes the API processes run the workers too (``Cluster(tmp, None, apis=1,
+    workers=0, api_role="all")`` is the default single process on its embedded stores). The first
+    process starts alone (it creates the feature collections), the rest together. Leaving the block
+    stops every process that is still running (SIGTERM, then SIGKILL).
     """
 
-    def __init__(self, tmp: Path, backends: Backends, *, apis: int = 2, workers: int = 2, **env: str) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        backends: Backends | None,
+        *,
+        apis: int = 2,
+        workers: int = 2,
+        api_role: str = "api",
+        **env: str,
+    ) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
-        common = {**backends.env(), "SHOAL_LOG_PARTITIONS": "4", **env}
-        self.apis = [ShoalProcess(tmp / f"api{i}", "api", **common) for i in range(apis)]
+        common = {**(backends.env() if backends else {}), "SHOAL_LOG_PARTITIONS": "4", **env}
+        self.apis = [ShoalProcess(tmp / f"api{i}", api_role, **common) for i in range(apis)]
         self.workers = [ShoalProcess(tmp / f"worker{i}", "worker", **common) for i in range(workers)]
 
     @property

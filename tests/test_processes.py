@@ -89,7 +89,7 @@ async def test_wait_true_returns_once_a_worker_indexed_the_records(cluster: Clus
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "indexed"
     async with httpx.AsyncClient(base_url=api2, timeout=60) as http:  # the other API sees them at once
-        r = await http.post("/v1/collections/waits/search", json={"id": "w3", "limit": 1})
+        r = await http.post("/v1/collections/waits/search", json={"text": "waiting for record 3", "limit": 1})
         assert r.status_code == 200, r.text
         assert r.json()["results"][0]["id"] == "w3"
 
@@ -127,21 +127,18 @@ async def test_inbound_rate_limit_holds_across_both_api_processes(cluster: Clust
     assert all(n > 0 for n in limited.values()), f"both APIs must refuse once the shared bucket is empty: {limited}"
 
 
-async def _ingest(url: str, collection: str, prefix: str, acked: list[str], stop: asyncio.Event) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        for n in itertools.count():
-            if stop.is_set():
-                return
-            ids = [f"{prefix}-{n}-{i}" for i in range(50)]
-            body = {"records": [{"id": rid, "text": f"record {rid} about topic {hash(rid) % 23}"} for rid in ids]}
-            r = await http.post(f"/v1/collections/{collection}/records", json=body)
-            assert r.status_code == 202, r.text
-            acked.extend(ids)
+async def _ingest(http: httpx.AsyncClient, collection: str, prefix: str, batches: int, acked: list[str]) -> None:
+    for n in range(batches):
+        ids = [f"{prefix}-{n}-{i}" for i in range(50)]
+        body = {"records": [{"id": rid, "text": f"record {rid} about topic {hash(rid) % 23}"} for rid in ids]}
+        r = await http.post(f"/v1/collections/{collection}/records", json=body)
+        assert r.status_code == 202, r.text
+        acked.extend(ids)
 
 
 async def test_worker_killed_mid_batch_loses_nothing(cluster: Cluster) -> None:
     api1, api2 = (p.url for p in cluster.apis)
-    async with httpx.AsyncClient(base_url=api1, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=api1, timeout=60) as http, httpx.AsyncClient(base_url=api2, timeout=60) as other:
         assert (await http.post("/v1/collections", json={"name": "kill"})).status_code == 201
 
         async def stats() -> dict[str, int]:
@@ -149,23 +146,18 @@ async def test_worker_killed_mid_batch_loses_nothing(cluster: Cluster) -> None:
             return dict(r.json())
 
         acked: list[str] = []
-        stop = asyncio.Event()
-        writers = [
-            asyncio.create_task(_ingest(url, "kill", f"p{i}", acked, stop)) for i, url in enumerate((api1, api2))
-        ]
-        try:
-            # Both workers are indexing (each owns partitions) when one dies.
-            await eventually(stats, until=lambda s: s["embedded"] >= 300, timeout=120)
-            cluster.workers[0].kill()
-            # Keep ingesting after the kill: the survivor must take those too.
-            await eventually(lambda: asyncio.sleep(0, len(acked)), until=lambda n: n >= 1500, timeout=120)
-        finally:
-            stop.set()
-            await asyncio.gather(*writers)
+        await asyncio.gather(_ingest(http, "kill", "a", 12, acked), _ingest(other, "kill", "b", 12, acked))
+        # Both workers are indexing the backlog (each owns partitions) when one dies.
+        await eventually(stats, until=lambda s: s["embedded"] >= 150, timeout=120)
+        cluster.workers[0].kill()
+        # Records accepted after the kill go to the survivor too.
+        await asyncio.gather(_ingest(http, "kill", "c", 3, acked), _ingest(other, "kill", "d", 3, acked))
 
-        final = await eventually(stats, until=lambda s: s["embedded"] >= len(acked), timeout=180)
-        assert final["count"] == len(set(acked)) == final["embedded"], final
-        assert final["vectors"] == len(acked)
+        # Records are written before their vectors: wait for both.
+        final = await eventually(
+            stats, until=lambda s: s["embedded"] >= len(acked) and s["vectors"] >= len(acked), timeout=240
+        )
+        assert final["count"] == final["embedded"] == final["vectors"] == len(set(acked)) == len(acked), final
         gate = asyncio.Semaphore(16)
 
         async def check(rid: str) -> str | None:
@@ -177,6 +169,7 @@ async def test_worker_killed_mid_batch_loses_nothing(cluster: Cluster) -> None:
 
         problems = [p for p in await asyncio.gather(*(check(rid) for rid in acked)) if p]
         assert not problems, f"{len(problems)} acknowledged records lost, e.g. {problems[:5]}"
-        r = await http.post("/v1/collections/kill/search", json={"id": acked[-1], "limit": 1})
+        text = f"record {acked[-1]} about topic {hash(acked[-1]) % 23}"
+        r = await other.post("/v1/collections/kill/search", json={"text": text, "limit": 1})
         assert r.status_code == 200 and r.json()["results"][0]["id"] == acked[-1]
     assert cluster.workers[1].alive

@@ -37,17 +37,19 @@ class CoreFeature(Feature):
         return (records.router, embeddings.router)
 
     async def start(self, services: Services, stack: AsyncExitStack) -> None:
-        self.optimizer = Optimizer(services.vectors, services.settings.optimize_interval_s)
-        services.tasks.spawn(self.optimizer.run(), name="optimizer")
+        self.optimizer = await stack.enter_async_context(
+            Optimizer(services.vectors, services.settings.optimize_interval_s)
+        )
 
     def processors(self, services: Services) -> Sequence[Processor]:
         return (IndexProcessor(services, batch_size=services.settings.ingest_batch_size, on_write=self.optimizer.mark),)
 
 
 def default_features() -> list[Feature]:
+    from shoal.dashboard import DashboardFeature
     from shoal.tweets import TweetsFeature
 
-    return [CoreFeature(), TweetsFeature()]
+    return [CoreFeature(), TweetsFeature(), DashboardFeature()]
 
 
 async def open_services(settings: Settings, stack: AsyncExitStack, metrics: Metrics | None = None) -> Services:
@@ -110,7 +112,6 @@ def _register_gauges(services: Services) -> None:
         metrics.cache_misses.set(stats["misses"])
         lookups = stats["hits_l1"] + stats["hits_l2"] + stats["misses"]
         metrics.cache_hit_ratio.set((stats["hits_l1"] + stats["hits_l2"]) / lookups if lookups else 0.0)
-        metrics.log_lag.labels("records", "indexer").set(await services.log.lag("records", "indexer"))
         for collection in services.collections.list():
             st = await services.records.stats(collection.name)
             for status_name, value in (("embedded", st.embedded), ("pending", st.pending), ("failed", st.failed)):
@@ -119,6 +120,17 @@ def _register_gauges(services: Services) -> None:
             metrics.collection_coverage.labels(collection.name).set(current / st.total if st.total else 1.0)
 
     metrics.on_scrape(refresh)
+
+
+def _register_lag_gauges(services: Services, processors: Sequence[Processor]) -> None:
+    """Log lag of every consumer group this process runs, computed at scrape time."""
+    groups = sorted({(p.topic, p.group) for p in processors})
+
+    async def refresh() -> None:
+        for topic, group in groups:
+            services.metrics.log_lag.labels(topic, group).set(await services.log.lag(topic, group))
+
+    services.metrics.on_scrape(refresh)
 
 
 def create_app(settings: Settings | None = None, features: Sequence[Feature] | None = None) -> FastAPI:
@@ -143,6 +155,7 @@ def create_app(settings: Settings | None = None, features: Sequence[Feature] | N
                 await services.ingest.listening()
             if runs_workers:
                 processors = [p for f in features for p in f.processors(services)]
+                _register_lag_gauges(services, processors)
                 # Entered last, so it is closed first: current batches finish and commit before
                 # the stores they write to close.
                 await stack.enter_async_context(ProcessorRunner(services.log, processors))
@@ -156,6 +169,8 @@ def create_app(settings: Settings | None = None, features: Sequence[Feature] | N
         version=_version(),
         summary="Live text streams into meaning: embeddings, search, live similar items, insights, RAG.",
         lifespan=lifespan,
+        # A worker serves only /health, /ready and /metrics: no API schema or docs pages either.
+        openapi_url="/openapi.json" if serves_api else None,
     )
     errors.install(app)
     install_auth(app, settings)

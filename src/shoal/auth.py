@@ -56,8 +56,8 @@ class AuthSettings(BaseSettings):
     jwks_min_refetch_s: float = Field(30.0, ge=0, description="least time between fetches on an unknown kid")
     jwks_timeout_s: float = Field(5.0, gt=0)
     public_paths: list[str] = Field(
-        default_factory=lambda: ["/health", "/ready", "/examples/"],
-        description="paths served without auth; an entry ending in '/' is a prefix",
+        default_factory=lambda: ["/health", "/ready", "/", "/dashboard", "/static/", "/examples/"],
+        description="paths served without auth; an entry ending in '/' (other than '/' itself) is a prefix",
     )
     ws_first_message_paths: list[str] = Field(
         default_factory=lambda: ["/ws"], description="WebSocket paths that authenticate from the first message"
@@ -243,7 +243,10 @@ class Authenticator:
         return value == self.auth.admin_value or (isinstance(value, list) and self.auth.admin_value in value)
 
     def is_public(self, path: str) -> bool:
-        return any(path == p or (p.endswith("/") and path.startswith(p)) for p in self.auth.public_paths)
+        # "/" is the dashboard page only, never a prefix that would open every route.
+        return any(
+            path == p or (p.endswith("/") and p != "/" and path.startswith(p)) for p in self.auth.public_paths
+        )
 
 
 def bearer_token(headers: Mapping[bytes, bytes]) -> str | None:

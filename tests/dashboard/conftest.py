@@ -57,12 +57,12 @@ ITEMS = [
 def features() -> list[Feature]:
     return [
         CoreFeature(),
-        TweetsFeature(TweetSettings(_env_file=None)),  # type: ignore[call-arg]
+        TweetsFeature(TweetSettings(_env_file=None)),
         InsightsFeature(
-            InsightsSettings(_env_file=None, retry_delay_s=0.2),  # type: ignore[call-arg]
-            LLMSettings(_env_file=None, base_url=None, api_key=None),  # type: ignore[call-arg]
+            InsightsSettings(_env_file=None, retry_delay_s=0.2),
+            LLMSettings(_env_file=None, base_url=None, api_key=None),
         ),
-        RecommendFeature(RecommendSettings(_env_file=None, popular_refresh_s=0.0, list_size=20)),  # type: ignore[call-arg]
+        RecommendFeature(RecommendSettings(_env_file=None, popular_refresh_s=0.0, list_size=20)),
         DashboardFeature(),
     ]
 
@@ -73,7 +73,12 @@ def dashboard_app(data_dir: Path, **settings: Any) -> FastAPI:
 
 def tweet_records() -> list[dict[str, Any]]:
     return [
-        {"id": tid, "text": text, "payload": {"user_id": user, "username": user}, "ts": (NOW - timedelta(hours=i)).isoformat()}
+        {
+            "id": tid,
+            "text": text,
+            "payload": {"user_id": user, "username": user},
+            "ts": (NOW - timedelta(hours=i)).isoformat(),
+        }
         for i, (tid, user, text) in enumerate(TWEETS)
     ]
 

@@ -83,12 +83,16 @@ async def test_search_with_user_time_and_id(client: httpx.AsyncClient) -> None:
 
 
 async def test_search_by_sentiment_uses_the_insights_analyzer(client: httpx.AsyncClient) -> None:
-    r = await client.post("/dashboard/search", json={"collection": "tweets", "text": "travel trouble", "sentiment": "negative"})
+    r = await client.post(
+        "/dashboard/search", json={"collection": "tweets", "text": "travel trouble", "sentiment": "negative"}
+    )
     assert r.status_code == 200, r.text
     hits = r.json()["results"]
     assert {h["id"] for h in hits} >= {"t4", "t6"}
     assert all(h["sentiment"]["label"] == "negative" for h in hits)
-    r = await client.post("/dashboard/search", json={"collection": "tweets", "text": "love rust", "sentiment": "positive"})
+    r = await client.post(
+        "/dashboard/search", json={"collection": "tweets", "text": "love rust", "sentiment": "positive"}
+    )
     assert "t2" in {h["id"] for h in r.json()["results"]}
 
 
@@ -126,7 +130,9 @@ async def test_auth_on_needs_a_token_and_scopes_tweets(tmp_path: Path, monkeypat
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://shoal.test", timeout=60) as http:
             admin = {"authorization": "Bearer admin-key"}
-            r = await http.post("/v1/collections/tweets/records?wait=true", json={"records": tweet_records()}, headers=admin)
+            r = await http.post(
+                "/v1/collections/tweets/records?wait=true", json={"records": tweet_records()}, headers=admin
+            )
             assert r.status_code == 200, r.text
             assert (await http.get("/dashboard")).status_code == 200, "the page itself is public; its data is not"
             assert (await http.get("/static/index.html")).status_code == 200

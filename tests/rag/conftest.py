@@ -25,14 +25,14 @@ CAT_WEIGHT = 1.0
 
 def rag_settings(**overrides: Any) -> RagSettings:
     """RAG settings isolated from the environment and ``.env``."""
-    return RagSettings(_env_file=None, **overrides)  # type: ignore[call-arg]
+    return RagSettings(_env_file=None, **overrides)
 
 
 def llm_settings(base_url: str | None = None) -> LLMSettings:
     """The fake chat model at ``base_url``, or no LLM at all (extractive answers)."""
     if base_url is None:
-        return LLMSettings(_env_file=None)  # type: ignore[call-arg]
-    return LLMSettings(_env_file=None, base_url=base_url, api_key="test-key", model="fake-chat")  # type: ignore[call-arg]
+        return LLMSettings(_env_file=None)
+    return LLMSettings(_env_file=None, base_url=base_url, api_key="test-key", model="fake-chat")
 
 
 async def open_rag(tmp_path: Path, settings: RagSettings | None = None, llm: LLMSettings | None = None) -> Any:

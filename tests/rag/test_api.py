@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -20,7 +21,7 @@ from tests.waiting import eventually
 # deprecates with a warning per response; the RAG routes themselves do not use it.
 pytestmark = pytest.mark.filterwarnings("ignore:ORJSONResponse is deprecated")
 
-DOCS = [
+DOCS: list[dict[str, Any]] = [
     {
         "id": "cats",
         "title": "Cats",
@@ -43,7 +44,7 @@ DOCS = [
 ]
 
 
-async def index(client: httpx.AsyncClient, docs: list[dict[str, object]], **params: str) -> httpx.Response:
+async def index(client: httpx.AsyncClient, docs: list[dict[str, Any]], **params: str) -> httpx.Response:
     response = await client.post("/index", params={"wait": "true", **params}, json={"documents": docs})
     assert response.status_code == 200, response.text
     return response

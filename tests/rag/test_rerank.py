@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -33,9 +34,7 @@ def test_bad_model_directories_fail_clearly(tmp_path: Path) -> None:
     torch_only.mkdir()
     (torch_only / "config.json").write_text("{}")
     (torch_only / "model.safetensors").write_bytes(b"")
-    try:
-        import sentence_transformers  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("sentence_transformers") is None:
         with pytest.raises(MissingDependencyError, match=r"shoal\[rerank-torch\]"):
             load_reranker(str(torch_only))
 

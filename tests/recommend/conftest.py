@@ -65,7 +65,7 @@ def catalog() -> list[dict[str, Any]]:
 def rec_settings(**overrides: Any) -> RecommendSettings:
     base: dict[str, Any] = {"popular_refresh_s": 0.0, "list_size": 20}
     base.update(overrides)
-    return RecommendSettings(_env_file=None, **base)  # type: ignore[call-arg]
+    return RecommendSettings(_env_file=None, **base)
 
 
 @asynccontextmanager

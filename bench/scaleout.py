@@ -23,6 +23,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -36,11 +37,16 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import load_texts, pct, wait_embedded  # noqa: E402
 from tests.cluster import Backends, Cluster, shared_backends  # noqa: E402
+
+from bench.ingest import load_texts, pct, wait_embedded  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "scaleout.json"
 BASELINE = "single/shared"
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
 
 
 async def measure(urls: list[str], texts: list[str], queries: list[str], name: str) -> dict[str, Any]:
@@ -48,7 +54,7 @@ async def measure(urls: list[str], texts: list[str], queries: list[str], name: s
     clients = [httpx.AsyncClient(base_url=u, timeout=120, limits=limits) for u in urls]
     first = clients[0]
     try:
-        collection = f"scale-{name.replace('/', '-').replace(' ', '')}"
+        collection = "scale-" + slug(name)
         r = await first.post("/v1/collections", json={"name": collection})
         r.raise_for_status()
         # Warm every process (model loaded, connections open) before the clock starts.
@@ -96,11 +102,14 @@ async def measure(urls: list[str], texts: list[str], queries: list[str], name: s
         await asyncio.gather(*(c.aclose() for c in clients))
 
 
-def run(tmp: Path, backends: Backends | None, name: str, texts: list[str], queries: list[str], **shape: Any) -> dict[str, Any]:
+def run(
+    tmp: Path, backends: Backends | None, name: str, texts: list[str], queries: list[str], **shape: Any
+) -> dict[str, Any]:
     Console(stderr=True).print(f"[bold]{name}[/bold]: starting processes")
-    with Cluster(tmp / name.replace("/", "-").replace(" ", ""), backends, **shape) as cluster:
+    with Cluster(tmp / slug(name), backends, **shape) as cluster:
         result = asyncio.run(measure([p.url for p in cluster.apis], texts, queries, name))
-    return result | {"processes": len(cluster.processes)}
+    # Other work on the machine skews every figure: keep the load next to them.
+    return result | {"processes": len(cluster.processes), "load_average_1m": os.getloadavg()[0]}
 
 
 def main(records: int, n_queries: int) -> dict[str, Any]:
@@ -114,7 +123,7 @@ def main(records: int, n_queries: int) -> dict[str, Any]:
         with shared_backends(tmp / "engines") as backends:
             setups[BASELINE] = run(tmp, backends, BASELINE, texts, queries, apis=1, workers=0, api_role="all")
             setups["2 api + 2 workers"] = run(tmp, backends, "2 api + 2 workers", texts, queries, apis=2, workers=2)
-    for name, figures in setups.items():
+    for figures in setups.values():
         for key in ("ingest_records_per_s", "accept_records_per_s", "search_queries_per_s"):
             figures[f"{key}_vs_shared_single"] = figures[key] / setups[BASELINE][key]
             figures[f"{key}_vs_embedded_single"] = figures[key] / setups["single/embedded"][key]

@@ -69,8 +69,9 @@ def shared_backends(tmp: Path) -> Iterator[Backends]:
     session's Tansu broker and the test Redis. Call outside a running event loop."""
     require_service("PostgreSQL", "127.0.0.1", 5432)
     require_service("Redis", "127.0.0.1", 6379)
-    for module, package in (("asyncpg", "asyncpg"), ("redis", "redis"), ("aiokafka", "aiokafka"), ("pgvector", "pgvector")):
-        require_module(module, package)
+    for module in ("asyncpg", "redis", "aiokafka", "pgvector"):
+        require_module(module, module)
+    tmp.mkdir(parents=True, exist_ok=True)
     name = f"shoal_cluster_{uuid.uuid4().hex[:10]}"
     database_url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
     backends = Backends(

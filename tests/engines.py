@@ -106,9 +106,8 @@ def _start_tansu() -> str:
     deadline = time.monotonic() + 20
     while not port_open("127.0.0.1", port, timeout=0.2):
         if process.poll() is not None:
-            raise RuntimeError(
-                f"tansu exited with {process.returncode}: {process.stderr.read() if process.stderr else ''}"
-            )
+            output = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            raise RuntimeError(f"tansu exited with {process.returncode}: {output}")
         if time.monotonic() > deadline:
             raise RuntimeError("tansu did not accept connections within 20 s")
         time.sleep(0.05)  # waiting for an external process's socket: there is no event to wait on

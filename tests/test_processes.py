@@ -14,7 +14,6 @@ import asyncio
 import itertools
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -54,7 +53,7 @@ async def test_worker_role_serves_only_operations_endpoints(cluster: Cluster) ->
         assert (await http.get("/ready")).status_code == 200
         metrics = await http.get("/metrics")
         assert metrics.status_code == 200 and "shoal_" in metrics.text
-        for path in ("/v1/collections", "/openapi.json", "/docs", "/api/v1/insights"):
+        for path in ("/", "/v1/collections", "/openapi.json", "/docs", "/api/v1/insights"):
             assert (await http.get(path)).status_code == 404, path
         assert (await http.post("/v1/collections", json={"name": "x"})).status_code == 404
     async with httpx.AsyncClient(base_url=cluster.apis[1].url, timeout=10) as http:
@@ -138,7 +137,10 @@ async def _ingest(http: httpx.AsyncClient, collection: str, prefix: str, batches
 
 async def test_worker_killed_mid_batch_loses_nothing(cluster: Cluster) -> None:
     api1, api2 = (p.url for p in cluster.apis)
-    async with httpx.AsyncClient(base_url=api1, timeout=60) as http, httpx.AsyncClient(base_url=api2, timeout=60) as other:
+    async with (
+        httpx.AsyncClient(base_url=api1, timeout=60) as http,
+        httpx.AsyncClient(base_url=api2, timeout=60) as other,
+    ):
         assert (await http.post("/v1/collections", json={"name": "kill"})).status_code == 201
 
         async def stats() -> dict[str, int]:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 
 from shoal import factory
-from shoal.api import embeddings, errors, ops, records
+from shoal.api import embeddings, errors, export, ops, records
 from shoal.collections import Collections
 from shoal.embedding.engine import EmbeddingEngine
 from shoal.feature import Feature
@@ -34,7 +34,7 @@ class CoreFeature(Feature):
     name = "core"
 
     def routers(self) -> Sequence[APIRouter]:
-        return (records.router, embeddings.router)
+        return (records.router, export.router, embeddings.router)
 
     async def start(self, services: Services, stack: AsyncExitStack) -> None:
         self.optimizer = await stack.enter_async_context(
@@ -47,9 +47,11 @@ class CoreFeature(Feature):
 
 def default_features() -> list[Feature]:
     from shoal.dashboard import DashboardFeature
+    from shoal.insights import InsightsFeature
+    from shoal.recommend import RecommendFeature
     from shoal.tweets import TweetsFeature
 
-    return [CoreFeature(), TweetsFeature(), DashboardFeature()]
+    return [CoreFeature(), TweetsFeature(), InsightsFeature(), RecommendFeature(), DashboardFeature()]
 
 
 async def open_services(settings: Settings, stack: AsyncExitStack, metrics: Metrics | None = None) -> Services:

@@ -208,5 +208,5 @@ def _register_feature_commands() -> None:
         importlib.import_module(module).register(app)
 
 
-_FEATURE_COMMANDS: list[str] = []
+_FEATURE_COMMANDS: list[str] = ["shoal.deploy_cli", "shoal.insights.ingest_csv", "shoal.recommend.cli"]
 _register_feature_commands()

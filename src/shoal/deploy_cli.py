@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import io
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Annotated, Any, Optional
+from typing import Annotated, Any, Optional
 
 import orjson
 import typer
@@ -39,11 +40,11 @@ def export_line(record: dict[str, Any]) -> bytes:
     return orjson.dumps(row) + b"\n"
 
 
-def open_output(path: Path) -> IO[bytes]:
+def open_output(path: Path) -> gzip.GzipFile | io.BufferedWriter:
     """``path`` for writing; gzip-compressed when it ends in ``.gz``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".gz":
-        return gzip.open(path, "wb")
+        return gzip.GzipFile(path, "wb")
     return path.open("wb")
 
 

@@ -73,7 +73,10 @@ def make_vector_store(url: str) -> VectorStore:
     if scheme in {"milvus", "milvus+lite"}:
         return _load("shoal.vectors.milvus", "MilvusVectorStore")(url)  # type: ignore[no-any-return]
     if scheme in {"pgvector", "postgresql", "postgres"}:
-        return _load("shoal.vectors.pgvector", "PgVectorStore")(url)  # type: ignore[no-any-return]
+        try:
+            return _load("shoal.vectors.pgvector", "PgVectorStore")(url)  # type: ignore[no-any-return]
+        except MissingDependencyError as exc:
+            raise MissingDependencyError(exc.package, "pgvector") from exc
     raise ConfigurationError(
         f"unsupported vector URL scheme {scheme!r} (use edge://, qdrant://, milvus:// or pgvector://)"
     )

@@ -106,9 +106,11 @@ async def test_export_then_import_into_a_fresh_server_gives_the_same_records(tmp
             r = await http.post("/v1/collections/docs/records", json={"records": RECORDS}, params={"wait": "true"})
             assert r.status_code == 200, r.text
         before = await all_records(source, vectors=True)
-        await asyncio.to_thread(run_cli, ["export", "-c", "docs", "--out", str(out), "--url", source, "--page-size", "40"])
+        args = ["export", "-c", "docs", "--out", str(out), "--url", source, "--page-size", "40"]
+        await asyncio.to_thread(run_cli, args)
 
-    lines = [json.loads(line) for line in gzip.open(out, "rt", encoding="utf-8")]
+    with gzip.open(out, "rt", encoding="utf-8") as fh:
+        lines = [json.loads(line) for line in fh]
     assert len(lines) == len(RECORDS)
     assert lines[0]["_id"] == "user-0"  # a payload key named like a column is escaped
 
@@ -140,7 +142,8 @@ async def test_export_with_vectors_and_a_limit(tmp_path: Path) -> None:
             assert (await http.post("/v1/collections", json={"name": "docs"})).status_code == 201
             r = await http.post("/v1/collections/docs/records", json={"records": RECORDS[:12]}, params={"wait": "true"})
             assert r.status_code == 200, r.text
-        args = ["export", "-c", "docs", "-o", str(out), "--url", source, "--vectors", "--limit", "7", "--page-size", "5"]
+        args = ["export", "-c", "docs", "-o", str(out), "--url", source, "--vectors", "--limit", "7"]
+        args += ["--page-size", "5"]
         await asyncio.to_thread(run_cli, args)
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["id"] for line in lines] == sorted(r["id"] for r in RECORDS[:12])[:7]

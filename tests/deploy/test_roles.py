@@ -13,7 +13,7 @@ async def test_worker_serves_only_health_ready_and_metrics(tmp_path: Path) -> No
     async with running_app(make_settings(tmp_path, role="worker")) as (client, _):
         for path in OPS:
             assert (await client.get(path)).status_code == 200, path
-        for path in ("/v1/collections", "/openapi.json", "/docs", "/redoc", "/search_payload", "/ws"):
+        for path in ("/", "/v1/collections", "/openapi.json", "/docs", "/redoc", "/search_payload", "/ws"):
             assert (await client.get(path)).status_code == 404, path
         assert (await client.post("/v1/collections", json={"name": "x"})).status_code == 404
 

@@ -96,7 +96,7 @@ async def openai_server() -> AsyncIterator[ScriptedOpenAI]:
 def ops_settings(**overrides: Any) -> EmbedOpsSettings:
     base: dict[str, Any] = {"schedule_enabled": False, "heartbeat_s": 0.5}
     base.update(overrides)
-    return EmbedOpsSettings(_env_file=None, **base)  # type: ignore[call-arg]
+    return EmbedOpsSettings(_env_file=None, **base)
 
 
 @asynccontextmanager

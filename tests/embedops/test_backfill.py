@@ -11,9 +11,9 @@ from shoal.embedops.backfill import CURSOR_KEY, Backfill, BackfillOptions, Backf
 from tests.app_fixtures import services_of
 from tests.embedops.conftest import ScriptedOpenAI, ops_app
 from tests.embedops.helpers import add, events, settled, stats
-from tests.waiting import eventually
 
-TEXTS = {f"r{i:03d}": f"record number {i} about topic {i % 7}" for i in range(60)}
+N = 200
+TEXTS = {f"r{i:03d}": f"record number {i} about topic {i % 7}" for i in range(N)}
 
 
 async def failed_collection(client: httpx.AsyncClient, fake: ScriptedOpenAI) -> None:
@@ -30,25 +30,25 @@ async def test_stats_report_failures_and_coverage(tmp_path: Path, openai_server:
     async with ops_app(tmp_path, openai_server, remote_main=True) as (client, _):
         await failed_collection(client, openai_server)
         s = await stats(client, "docs")
-        assert (s["total"], s["embedded"], s["failed"], s["pending"]) == (60, 0, 60, 0)
+        assert (s["total"], s["embedded"], s["failed"], s["pending"]) == (N, 0, N, 0)
         assert "HTTP 400" in s["last_error"]
         assert s["coverage"] == 0.0 and s["coverage_pct"] == 0.0
-        assert s["backlog"] == 60
+        assert s["backlog"] == N
         assert s["model"] == "openai:fake" and s["dim"] == 8
 
         r = await client.post("/v1/collections/docs/backfill", json={})
         final = events(r)[-1]
         assert final["event"] == "done"
-        assert (final["processed"], final["succeeded"], final["failed"]) == (60, 60, 0)
+        assert (final["processed"], final["succeeded"], final["failed"]) == (N, N, 0)
         s = await stats(client, "docs")
-        assert (s["embedded"], s["failed"], s["coverage_pct"], s["backlog"]) == (60, 0, 100.0, 0)
+        assert (s["embedded"], s["failed"], s["coverage_pct"], s["backlog"]) == (N, 0, 100.0, 0)
         record = (await client.get("/v1/collections/docs/records/r001")).json()
         assert record["status"] == "embedded"
         assert (record["embedding_model"], record["embedding_dim"]) == ("openai:fake", 8)
         assert record["embedded_at"] is not None
 
         metrics = (await client.get("/metrics")).text
-        assert 'shoal_collection_total_records{collection="docs"} 60.0' in metrics
+        assert 'shoal_collection_total_records{collection="docs"} 200.0' in metrics
         assert 'shoal_collection_backlog_records{collection="docs"} 0.0' in metrics
         assert 'shoal_collection_coverage_ratio{collection="docs"} 1.0' in metrics
 
@@ -60,16 +60,16 @@ async def test_dry_run_counts_and_prices_without_writing(tmp_path: Path, openai_
         r = await client.post("/v1/collections/docs/backfill", json={"dry_run": True})
         assert r.status_code == 200, r.text
         estimate = r.json()
-        assert estimate["count"] == 60
+        assert estimate["count"] == N
         assert estimate["remote"] is True
         assert estimate["tokens"] > 0
         assert estimate["cost"] == round(estimate["tokens"] / 1000 * 0.02, 6)
         assert openai_server.requests == before  # a paid API is never called by a dry run
-        assert (await stats(client, "docs"))["failed"] == 60
+        assert (await stats(client, "docs"))["failed"] == N
 
 
 async def test_dry_run_of_a_local_model_measures_its_speed(tmp_path: Path) -> None:
-    async with ops_app(tmp_path) as (client, app):
+    async with ops_app(tmp_path) as (client, _app):
         await client.post("/v1/collections", json={"name": "docs"})
         await add(client, "docs", dict(list(TEXTS.items())[:5]))
         r = await client.post("/v1/collections/docs/backfill", json={"dry_run": True, "force": True})
@@ -94,12 +94,13 @@ async def test_stopped_backfill_resumes_and_embeds_nothing_twice(tmp_path: Path,
         openai_server.script = ["ok", "hang"]  # the first page goes through, the next one hangs
         r = await client.post("/v1/collections/docs/backfill", json={"batch": 10, "detach": True})
         assert r.status_code == 202, r.text
-        await openai_server.hanging.wait()
+        async with asyncio.timeout(120):
+            await openai_server.hanging.wait()
         stopping = asyncio.create_task(client.delete("/v1/collections/docs/job"))
         openai_server.release.set()  # the page in flight completes and is written, then the job stops
         first = (await stopping).json()
         assert first["state"] == "stopped"
-        assert 0 < first["succeeded"] < 60
+        assert 0 < first["succeeded"] < N
 
         done_first = {rid for rid in TEXTS if openai_server.embedded[TEXTS[rid]]}
         stamped = {
@@ -108,8 +109,8 @@ async def test_stopped_backfill_resumes_and_embeds_nothing_twice(tmp_path: Path,
         r = await client.post("/v1/collections/docs/backfill", json={"batch": 10})
         second = events(r)[-1]
         assert second["event"] == "done"
-        assert first["succeeded"] + second["succeeded"] == 60
-        assert second["processed"] == 60 - first["succeeded"]  # nothing done before is selected again
+        assert first["succeeded"] + second["succeeded"] == N
+        assert second["processed"] == N - first["succeeded"]  # nothing done before is selected again
         assert max(openai_server.embedded.values()) == 1  # every text went to the provider once
         for rid, embedded_at in stamped.items():
             assert (await client.get(f"/v1/collections/docs/records/{rid}")).json()["embedded_at"] == embedded_at
@@ -131,16 +132,16 @@ async def test_forced_run_resumes_from_its_cursor(tmp_path: Path) -> None:
 
         first = await Backfill(services, "docs", options).run(stop, stop_after_two_pages)
         assert first.state == "stopped"
-        assert 20 <= first.succeeded < 60
+        assert 20 <= first.succeeded < N
         found = await services.collections.refresh("docs")
         assert found is not None and found.config[CURSOR_KEY]["after_id"]
 
         second = await Backfill(services, "docs", options).run()
         assert second.state == "done"
         assert second.resumed_after is not None
-        assert first.succeeded + second.succeeded == 60  # the forced run re-embedded each record once
+        assert first.succeeded + second.succeeded == N  # the forced run re-embedded each record once
         found = await services.collections.refresh("docs")
         assert found is not None and CURSOR_KEY not in found.config  # a finished run clears it
 
         third = await Backfill(services, "docs", options).run()  # a new forced run starts over
-        assert (third.resumed_after, third.succeeded) == (None, 60)
+        assert (third.resumed_after, third.succeeded) == (None, N)

@@ -20,7 +20,7 @@ from tests.embedops.helpers import add, settled
 from tests.servers import running_server
 from tests.waiting import eventually
 
-TEXTS = {f"r{i:03d}": f"record number {i} about topic {i % 7}" for i in range(80)}
+TEXTS = {f"r{i:03d}": f"record number {i} about topic {i % 7}" for i in range(300)}
 
 
 async def cli(base_url: str, *args: str) -> asyncio.subprocess.Process:
@@ -72,7 +72,8 @@ async def test_killed_and_terminated_backfills_resume(tmp_path: Path, openai_ser
         # 1. kill -9 the command mid-way: the server notices the closed stream and stops the job
         fake.script = ["ok", "hang"]
         proc = await cli(base_url, *args)
-        await fake.hanging.wait()
+        async with asyncio.timeout(120):
+            await fake.hanging.wait()
         proc.kill()
         await proc.wait()
         fake.release.set()
@@ -84,7 +85,8 @@ async def test_killed_and_terminated_backfills_resume(tmp_path: Path, openai_ser
         fake.release.clear()
         fake.script = ["ok", "hang"]
         proc = await cli(base_url, *args)
-        await fake.hanging.wait()
+        async with asyncio.timeout(120):
+            await fake.hanging.wait()
         proc.send_signal(signal.SIGTERM)
         await eventually(lambda: job(http), until=lambda j: j.get("state") == "running" and j.get("error") is None)
         fake.release.set()

@@ -62,7 +62,7 @@ async def test_429_without_retry_after_backs_off_and_succeeds(openai_server: Scr
 def status_error(headers: dict[str, str]) -> openai.APIStatusError:
     request = httpx.Request("POST", "http://127.0.0.1/v1/embeddings")
     response = httpx.Response(429, headers=headers, request=request)
-    return openai.RateLimitError("slow down", response=response, body=None)
+    return openai.RateLimitError("slow down", response=response, body=None)  # type: ignore[arg-type]
 
 
 def test_retry_after_in_every_form() -> None:

@@ -80,7 +80,10 @@ async def reembed(
 async def promote_shadow(services: Services, collection: str) -> Collection:
     """Make the shadow current (one step), tell other processes, then restamp the records."""
     before = await services.collections.get(collection)
-    after = await services.collections.promote(collection)
+    # Under the write lock: no indexer batch of this process is between reading the collection and
+    # stamping its records, so every record written after this is stamped with the new model.
+    async with write_lock(services, collection):
+        after = await services.collections.promote(collection)
     await announce(services, collection)
     logger.info("model switched", collection=collection, old=before.model, new=after.model)
     await restamp(services, collection, before.model, after)
@@ -90,7 +93,8 @@ async def promote_shadow(services: Services, collection: str) -> Collection:
 async def rollback(services: Services, collection: str) -> Collection:
     """Go back to the previous model in one step (or abandon a switch in progress)."""
     before = await services.collections.get(collection)
-    after = await services.collections.rollback(collection)
+    async with write_lock(services, collection):
+        after = await services.collections.rollback(collection)
     await announce(services, collection)
     if after.model != before.model:
         logger.info("model rolled back", collection=collection, old=before.model, new=after.model)

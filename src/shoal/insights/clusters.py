@@ -17,6 +17,7 @@ The whole state round-trips through ``ClusterState`` rows so it survives restart
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from collections import Counter
@@ -62,6 +63,8 @@ class Cluster:
     seen: int = 0
     """Members offered to the reservoir (for reservoir sampling)."""
     label: str = ""
+    labelled_at: int = 0
+    """Size when the label was last computed (labels are refreshed as the cluster grows by 25 %)."""
     _unit: Vector | None = field(default=None, repr=False)
 
     def changed(self) -> None:
@@ -129,6 +132,7 @@ class OnlineClusterer:
         self._ids: list[int] = []
         self._rows: dict[int, int] = {}
         self._matrix: Vector = np.zeros((16, dim), dtype=np.float32)
+        self._mass = 0.0
         self.term_totals: Counter[str] = Counter()
         """Members containing each term, over every cluster (the c-TF-IDF document frequency)."""
         self.dirty: set[int] = set()
@@ -236,9 +240,14 @@ class OnlineClusterer:
         keep.seen += gone.seen
         keep.terms.update(gone.terms)
         keep.examples = (keep.examples + gone.examples)[:3]
+        if gone.size * 4 > keep.size:
+            keep.label = ""  # a real merge: the topic changed; a small absorption waits for growth
         pool = keep.reservoir + gone.reservoir
         if len(pool) > self.reservoir_size:
-            picks = self._rng.choice(len(pool), self.reservoir_size, replace=False)
+            # keep each member's chance proportional to the size of the cluster it came from
+            weights = np.array([keep.size / len(keep.reservoir)] * len(keep.reservoir)
+                               + [gone.size / len(gone.reservoir)] * len(gone.reservoir))
+            picks = self._rng.choice(len(pool), self.reservoir_size, replace=False, p=weights / weights.sum())
             pool = [pool[int(i)] for i in picks]
         keep.reservoir = pool
         del self.clusters[gone.id]
@@ -250,7 +259,6 @@ class OnlineClusterer:
         """Merge touched clusters into their nearest neighbour while centroids reach ``merge``."""
         remap: dict[int, int] = {}
         while touched:
-            self._rebuild()
             rows = [self._rows[i] for i in touched if i in self._rows]
             sims = self._active[rows] @ self._active.T
             sims[np.arange(len(rows)), rows] = -1.0
@@ -268,8 +276,9 @@ class OnlineClusterer:
                 self._combine(keep, gone)
                 remap[gone.id] = keep.id
                 merged |= {a, b}
+            if merged:
+                self._rebuild()
             touched = {i for i in merged if i in self.clusters}
-        self._rebuild()
         return remap
 
     def _split_pass(self, touched: set[int]) -> dict[int, int]:
@@ -335,10 +344,13 @@ class OnlineClusterer:
 
     # -- labels ----------------------------------------------------------------------------------
     def _relabel(self) -> None:
+        self._mass = self.term_totals.total() / max(1, len(self.clusters))
         for cid in self.dirty:
             cluster = self.clusters.get(cid)
-            if cluster is not None:
+            # c-TF-IDF over hundreds of terms is the costly part: refresh as the cluster grows, not per member
+            if cluster is not None and (not cluster.label or cluster.size >= cluster.labelled_at * 1.25 + 1):
                 cluster.label = self.label_of(cluster)
+                cluster.labelled_at = cluster.size
 
     def top_terms(self, cluster: Cluster, k: int = 5) -> list[str]:
         """The cluster's most distinctive terms by c-TF-IDF: tf in the cluster × log(1 + A / tf
@@ -346,10 +358,12 @@ class OnlineClusterer:
         if not cluster.terms:
             return []
         totals = self.term_totals
-        mass = totals.total() / max(1, len(self.clusters))
+        mass = self._mass or totals.total() / max(1, len(self.clusters))
         own = cluster.terms.total()
-        scored = {t: (n / own) * math.log(1 + mass / max(n, totals[t])) for t, n in cluster.terms.items()}
-        return [t for t, _ in sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
+        # the winners are among the most frequent terms: score those only
+        candidates = cluster.terms.most_common(50)
+        scored = [((n / own) * math.log(1 + mass / max(n, totals[t])), t) for t, n in candidates]
+        return [t for _, t in heapq.nlargest(k, scored, key=lambda st: st[0])]
 
     def label_of(self, cluster: Cluster) -> str:
         terms = [re.sub(r"[^a-z0-9]+", "_", t).strip("_") for t in self.top_terms(cluster, 2)]

@@ -160,3 +160,8 @@ def cli(
     summary = ingest_conversations(file, url=url, batch_size=batch_size, api_key=api_key, limit=limit)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``shoal ingest-conversations`` to the command line."""
+    app.command("ingest-conversations")(cli)

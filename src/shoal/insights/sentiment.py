@@ -160,19 +160,25 @@ _SARCASM_CUES: list[tuple[str, str]] = [
     (rf"\b(?:oh|just|so|how|yeah|wow)\s+{_POSITIVE}\b", "ironic praise"),
     (rf"\b{_POSITIVE}\W{{0,3}}\s*(?:another|again|more|yet another)\b", "praise for a repeat"),
     (r"\bthanks?(?: you)?\s+(?:for\s+)?nothing\b", "thanks for nothing"),
-    (r"\bthanks a lot\b.*\b(?:not|never|no|still|again)\b", "thanks a lot ... not"),
+    (r"\bthanks a lot\b.{0,80}?\b(?:not|never|no|still|again)\b", "thanks a lot ... not"),
     (r"\byeah,? right\b", "yeah right"),
     (r"(?:^|\s)/s\b|#sarcasm\b", "sarcasm tag"),
     # weaker cues: they flip only a text that also carries negative evidence
     (r"\b(?:love|loving|enjoy|enjoying)\s+(?:how|when|that|being|waiting|sitting|paying)\b", "ironic love"),
     (
-        r"[\"“‘']\s*(?:helpful|great|support|service|fast|quick|excellent|customer service|help)"
-        r"\s*[\"”’']",
+        r"[\"“‘]\s*(?:helpful|great|support|service|fast|quick|excellent|customer service|help)"
+        r"\s*[\"”’]",
         "scare quotes",
     ),
     (r"\bas usual\b|\bonce again\b|\bevery single time\b", "resignation"),
 ]
 _SARCASM = re.compile("|".join(f"(?P<c{i}>{p})" for i, (p, _) in enumerate(_SARCASM_CUES)))
+# Every cue needs one of these substrings: a cheap test that skips the regex for most texts.
+_CUE_TRIGGERS = (
+    "great", "wonderful", "fantastic", "lovely", "perfect", "nice", "brilliant", "awesome", "amazing",
+    "excellent", "super", "thank", "yeah", "/s", "#sarcasm", "lov", "enjoy", "usual", "once again",
+    "every single", '"', "“", "‘",
+)
 _CUE_NAMES = {f"c{i}": name for i, (_, name) in enumerate(_SARCASM_CUES)}
 _PHRASES = re.compile(r"\b(?:" + "|".join(re.escape(p) for p in sorted(DOMAIN_PHRASES, key=len, reverse=True)) + r")\b")
 _EMOJI = re.compile("|".join(re.escape(e) for e in sorted(EMOJI_VALENCE, key=len, reverse=True)))
@@ -278,7 +284,9 @@ class SentimentAnalyzer:
         if extra:
             # VADER's compound is a squashed sum: fold phrases and emoji in on the same scale
             compound = raw_to_compound(compound_to_raw(compound) + extra)
-        cues = [_CUE_NAMES[m.lastgroup] for m in _SARCASM.finditer(lowered) if m.lastgroup]
+        cues = []
+        if any(trigger in lowered for trigger in _CUE_TRIGGERS):
+            cues = [_CUE_NAMES[m.lastgroup] for m in _SARCASM.finditer(lowered) if m.lastgroup]
         cues.extend(f"{e} emoji" for e in SARCASM_EMOJI if e in emoji)
         if cues:
             strong = any(c not in _WEAK_CUES for c in cues)

@@ -48,6 +48,10 @@ insights = sa.Table(
     sa.Column("analyzer", sa.String, nullable=True),
     sa.Column("analyzed_at", UtcDateTime, nullable=True),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Index("ix_insights_status_ts", "status", "ts"),
+    sa.Index("ix_insights_ts", "ts", "conversation_id"),
+    sa.Index("ix_insights_author_ts", "author", "ts"),
+    sa.Index("ix_insights_cluster_ts", "cluster", "ts"),
 )
 
 clusters_table = sa.Table(

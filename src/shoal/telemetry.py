@@ -51,6 +51,7 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
     root.setLevel(level.upper())
     # uvicorn's access log would print query strings (which may carry a token); ours does not.
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
 
 
 class RequestContext:

@@ -47,11 +47,19 @@ class CoreFeature(Feature):
 
 def default_features() -> list[Feature]:
     from shoal.dashboard import DashboardFeature
+    from shoal.embedops.feature import EmbedOpsFeature
     from shoal.insights import InsightsFeature
     from shoal.recommend import RecommendFeature
     from shoal.tweets import TweetsFeature
 
-    return [CoreFeature(), TweetsFeature(), InsightsFeature(), RecommendFeature(), DashboardFeature()]
+    return [
+        CoreFeature(),
+        EmbedOpsFeature(),
+        TweetsFeature(),
+        InsightsFeature(),
+        RecommendFeature(),
+        DashboardFeature(),
+    ]
 
 
 async def open_services(settings: Settings, stack: AsyncExitStack, metrics: Metrics | None = None) -> Services:

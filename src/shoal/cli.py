@@ -208,5 +208,10 @@ def _register_feature_commands() -> None:
         importlib.import_module(module).register(app)
 
 
-_FEATURE_COMMANDS: list[str] = ["shoal.deploy_cli", "shoal.insights.ingest_csv", "shoal.recommend.cli"]
+_FEATURE_COMMANDS: list[str] = [
+    "shoal.deploy_cli",
+    "shoal.embedops.cli",
+    "shoal.insights.ingest_csv",
+    "shoal.recommend.cli",
+]
 _register_feature_commands()

@@ -32,8 +32,9 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.embed import engine_ceiling  # noqa: E402
 from tests.processes import ServerProcess  # noqa: E402
+
+from bench.embed import engine_ceiling  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "twcs" / "twcs_random_sample.csv"
 RESULTS = ROOT / "bench" / "results" / "ingest.json"
@@ -94,9 +95,13 @@ async def main(records: int, seconds: float) -> dict[str, Any]:
     out: dict[str, Any] = {"engine_ceiling_texts_per_s": ceiling}
     with tempfile.TemporaryDirectory() as tmp, ServerProcess(Path(tmp) / "data") as server:
         proc = psutil.Process(server.proc.pid)  # type: ignore[union-attr]
-        async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=httpx.Limits(max_connections=64)) as client:
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=60, limits=httpx.Limits(max_connections=64)
+        ) as client:
             await client.post("/v1/collections", json={"name": "warm"})
-            await client.post("/v1/collections/warm/records", params={"wait": "true"}, json={"records": [{"text": "warm up"}]})
+            await client.post(
+                "/v1/collections/warm/records", params={"wait": "true"}, json={"records": [{"text": "warm up"}]}
+            )
             proc.cpu_percent(None)
             await asyncio.sleep(5)
             out["idle_cpu_percent"] = proc.cpu_percent(None)

@@ -8,7 +8,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import structlog
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse
 
 from shoal import factory
 from shoal.api import embeddings, errors, export, ops, records
@@ -49,6 +48,7 @@ def default_features() -> list[Feature]:
     from shoal.dashboard import DashboardFeature
     from shoal.embedops.feature import EmbedOpsFeature
     from shoal.insights import InsightsFeature
+    from shoal.rag.feature import RagFeature
     from shoal.recommend import RecommendFeature
     from shoal.tweets import TweetsFeature
 
@@ -57,6 +57,7 @@ def default_features() -> list[Feature]:
         EmbedOpsFeature(),
         TweetsFeature(),
         InsightsFeature(),
+        RagFeature(),
         RecommendFeature(),
         DashboardFeature(),
     ]
@@ -72,7 +73,9 @@ async def open_services(settings: Settings, stack: AsyncExitStack, metrics: Metr
     )
     record_store = await stack.enter_async_context(factory.make_record_store(settings.resolved_database_url))
     vectors = await stack.enter_async_context(factory.make_vector_store(settings.resolved_vector_url))
-    cache = await stack.enter_async_context(factory.make_cache(settings.cache_url, ttl=settings.embed_cache_ttl_s, prefix="shoal:c:"))
+    cache = await stack.enter_async_context(
+        factory.make_cache(settings.cache_url, ttl=settings.embed_cache_ttl_s, prefix="shoal:c:")
+    )
     bus = await stack.enter_async_context(factory.make_bus(settings.bus_url))
     l2 = await stack.enter_async_context(
         factory.make_cache(settings.embedding_cache_url, ttl=settings.embed_cache_ttl_s, prefix="shoal:emb:")

@@ -106,16 +106,28 @@ class Collections:
         created = await self._records.create_collection(collection)
         if not created:
             if exist_ok:
-                return await self.get(name)
+                # Another process may have written the row and not yet (or never, if it died) the
+                # vector collection: creating it is idempotent.
+                existing = await self.get(name)
+                await self._ensure_vectors(existing)
+                return existing
             raise Conflict(f"collection {name!r} already exists")
         await self._vectors.create_collection(collection.vector_name, collection.dim, sparse=sparse)
         self._by_name[name] = collection
         return collection
 
+    async def _ensure_vectors(self, collection: Collection) -> None:
+        await self._vectors.create_collection(
+            collection.vector_name, collection.dim, sparse=bool(collection.config.get("sparse"))
+        )
+
     async def ensure(self, name: str, *, sparse: bool = False, config: dict[str, Any] | None = None) -> Collection:
         """Get ``name``, creating it on first use (features own collections such as ``tweets``)."""
-        found = self._by_name.get(name) or await self.refresh(name)
+        if (cached := self._by_name.get(name)) is not None:
+            return cached
+        found = await self.refresh(name)
         if found is not None:
+            await self._ensure_vectors(found)  # the creator may have died before writing it
             return found
         return await self.create(name, sparse=sparse, config=config, exist_ok=True)
 

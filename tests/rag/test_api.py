@@ -9,17 +9,12 @@ from typing import Any
 
 import httpx
 import orjson
-import pytest
 from fastapi import FastAPI
 
 from shoal.rag.llm import NO_ANSWER
 from tests.app_fixtures import services_of
 from tests.rag.conftest import open_rag
 from tests.waiting import eventually
-
-# The core error handler (shoal/api/errors.py) still answers with ORJSONResponse, which this FastAPI
-# deprecates with a warning per response; the RAG routes themselves do not use it.
-pytestmark = pytest.mark.filterwarnings("ignore:ORJSONResponse is deprecated")
 
 DOCS: list[dict[str, Any]] = [
     {

@@ -7,13 +7,10 @@ import re
 from pathlib import Path
 
 import orjson
-import pytest
 
 from shoal.rag.llm import NO_ANSWER
 from tests.rag.conftest import llm_settings, open_rag
 from tests.rag.openai_server import FakeChatModel
-
-pytestmark = pytest.mark.filterwarnings("ignore:ORJSONResponse is deprecated")
 
 DOCS = [
     {"id": "rockets", "title": "Rockets", "text": "Rockets burn propellant. Liquid hydrogen is a rocket fuel."},

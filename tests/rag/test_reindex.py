@@ -6,11 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
-
 from tests.rag.conftest import open_rag, rag_settings
-
-pytestmark = pytest.mark.filterwarnings("ignore:ORJSONResponse is deprecated")
 
 VERSIONS = 6
 

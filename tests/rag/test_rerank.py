@@ -12,8 +12,6 @@ from shoal.errors import ConfigurationError, MissingDependencyError
 from shoal.rag.rerank import load_reranker
 from tests.rag.conftest import build_cross_encoder, llm_settings, open_rag, rag_settings
 
-pytestmark = pytest.mark.filterwarnings("ignore:ORJSONResponse is deprecated")
-
 PASSAGES = ["no felines here", "a cat", "cat and cat and cat", "the cat sat with another cat"]
 
 

@@ -14,8 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 from shoal.errors import BackendError, ConfigurationError
-from shoal.records import Collection
-from shoal.records import migrations
+from shoal.records import Collection, migrations
 from shoal.records.migrations import check_current, head_revisions, migrate
 from shoal.records.schema import make_engine, metadata
 from shoal.records.sql import SqlRecordStore

@@ -26,7 +26,9 @@ class Strict(BaseModel):
 def _no_reserved(payload: dict[str, Any]) -> dict[str, Any]:
     reserved = [k for k in payload if k.startswith("_") or k == "ts"]
     if reserved:
-        raise ValueError(f"'ts' and keys starting with '_' are reserved (the record time is the top-level ts): {reserved[:3]}")
+        raise ValueError(
+            f"'ts' and keys starting with '_' are reserved (the record time is the top-level ts): {reserved[:3]}"
+        )
     return payload
 
 

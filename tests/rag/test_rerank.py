@@ -60,8 +60,8 @@ async def test_rerank_endpoint_and_reranked_queries(tmp_path: Path) -> None:
         assert fused["timings_ms"]["rerank"] == 0
 
 
-async def test_rerank_endpoint_without_a_model_is_unavailable(tmp_path: Path) -> None:
+async def test_rerank_endpoint_without_a_model_names_the_setting(tmp_path: Path) -> None:
     async with await open_rag(tmp_path) as (client, _):
         response = await client.post("/v1/rerank", json={"query": "q", "documents": ["a"]})
-        assert response.status_code == 503
+        assert response.status_code == 404
         assert "SHOAL_RERANKER" in response.json()["details"]

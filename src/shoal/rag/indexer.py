@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import structlog
 
+from shoal.errors import InvalidInput
 from shoal.filters import FieldCondition, Filter, Match, Range
 from shoal.log import Message
 from shoal.pipeline.processor import Processor
@@ -95,7 +96,12 @@ class DocumentProcessor(Processor):
             value = orjson.loads(message.value)
             last[value["collection"]][value["id"]] = (message.offset, value)
         for name, docs in last.items():
-            await self._apply(name, docs)
+            try:
+                await self._apply(name, docs)
+            except InvalidInput as exc:
+                # A message that can never apply (the collection is not a document collection):
+                # skip it rather than block the topic; the API refuses such requests up front.
+                logger.error("skipping documents for an unusable collection", collection=name, error=str(exc))
 
     async def _apply(self, name: str, docs: dict[str, tuple[int, dict[str, Any]]]) -> None:
         state, services = self._state, self._services

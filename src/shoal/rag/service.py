@@ -21,7 +21,7 @@ from typing import Any, Literal
 import orjson
 from cachetools import TTLCache
 
-from shoal.errors import BackendError, InvalidInput
+from shoal.errors import BackendError, InvalidInput, NotFound
 from shoal.filters import Filter
 from shoal.rag.bm25 import Bm25Encoder
 from shoal.rag.chunking import Chunker
@@ -170,7 +170,8 @@ class RagService:
         return await self._wait(collection, [d.id for d in docs], messages, wait)
 
     async def delete(self, collection: str, doc_id: str, *, wait: bool) -> list[str]:
-        await self.services.collections.get(collection)
+        if not (await self.services.collections.get(collection)).config.get("rag"):
+            raise InvalidInput(f"collection: {collection!r} holds records, not documents indexed through /index")
         messages = await self.services.log.append(DOCUMENTS_TOPIC, [encode_delete(collection, doc_id)])
         return await self._wait(collection, [doc_id], messages, wait)
 
@@ -254,6 +255,10 @@ class RagService:
     async def retrieve_sources(self, params: QueryParams) -> Answer:
         """Sources for ``params`` (no answer yet), with embed / retrieve / rerank timings."""
         collection = await self.services.collections.get(params.collection)
+        if not collection.config.get("rag"):
+            raise InvalidInput(
+                f"collection: {params.collection!r} holds records, not documents indexed through /index"
+            )
         timings = Timings()
         t = time.perf_counter()
         vector = (await self.services.engine.embed([params.query]))[0].tolist() if params.mode != "sparse" else None
@@ -320,7 +325,7 @@ class RagService:
     async def rerank(self, query: str, documents: Sequence[str]) -> list[float]:
         """Cross-encoder scores for ``documents`` (``POST /v1/rerank``)."""
         if self.state.reranker is None:
-            raise BackendError("reranker: not configured (set SHOAL_RERANKER to a CrossEncoder directory)")
+            raise NotFound("reranker: not configured (set SHOAL_RERANKER to a CrossEncoder directory)")
         return await self.state.reranker.score(query, documents)
 
 

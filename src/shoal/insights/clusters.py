@@ -17,7 +17,6 @@ The whole state round-trips through ``ClusterState`` rows so it survives restart
 
 from __future__ import annotations
 
-import heapq
 import math
 import re
 from collections import Counter
@@ -363,7 +362,8 @@ class OnlineClusterer:
         # the winners are among the most frequent terms: score those only
         candidates = cluster.terms.most_common(50)
         scored = [((n / own) * math.log(1 + mass / max(n, totals[t])), t) for t, n in candidates]
-        return [t for _, t in heapq.nlargest(k, scored, key=lambda st: st[0])]
+        # ties broken alphabetically: labels must not depend on hash-seeded set order
+        return [t for _, t in sorted(scored, key=lambda st: (-st[0], st[1]))[:k]]
 
     def label_of(self, cluster: Cluster) -> str:
         terms = [re.sub(r"[^a-z0-9]+", "_", t).strip("_") for t in self.top_terms(cluster, 2)]

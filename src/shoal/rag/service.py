@@ -143,12 +143,10 @@ class RagState:
         if not collection.config.get("sparse"):
             raise InvalidInput(f"collection: {name!r} exists without BM25 vectors; use another name for RAG")
         if collection.vector_name not in self._indexed:
-            # Payload indexes make replacing a document's chunks a lookup, not a scan. Only some
-            # stores take them (it is not part of the VectorStore contract).
-            ensure_index = getattr(services.vectors, "ensure_index", None)
-            if ensure_index is not None:
-                await ensure_index(collection.vector_name, DOC, "keyword")
-                await ensure_index(collection.vector_name, VERSION, "integer")
+            # Payload indexes make replacing a document's chunks a lookup, not a scan (stores that
+            # index everything treat this as a no-op).
+            await services.vectors.ensure_index(collection.vector_name, DOC, "keyword")
+            await services.vectors.ensure_index(collection.vector_name, VERSION, "integer")
             self._indexed.add(collection.vector_name)
         return collection
 

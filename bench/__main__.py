@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark in turn; each prints its table and writes bench/results/<name>.json.
 
-    .venv/bin/python -m bench [name ...]
+.venv/bin/python -m bench [name ...]
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["embed", "log", "search", "ingest", "ws", "insights", "rag", "recommend", "backfill", "backends"]
+ORDER = ["embed", "log", "search", "ingest", "ws", "insights", "rag", "recommend", "backfill", "backends", "dashboard"]
 
 
 def main(names: list[str]) -> int:

@@ -42,9 +42,13 @@ async def engine_ceiling(texts: list[str], *, batch_size: int = 32, threads: int
     """Texts/s of a warm int8 engine with caching off: the most any pipeline stage can get from it."""
     from shoal.embedding.engine import EmbeddingEngine
     from shoal.embedding.onnx import OnnxProvider
+    from shoal.settings import Settings
 
+    # At the server's default niceness, so that a pipeline compared with this ceiling on a busy
+    # machine gets the same share of the CPU.
+    nice = Settings.model_fields["embed_nice"].default
     async with (
-        OnnxProvider("int8", threads=threads) as provider,
+        OnnxProvider("int8", threads=threads, nice=nice) as provider,
         EmbeddingEngine(provider, l1_size=0, batch_size=batch_size) as engine,
     ):
         await engine.warmup()

@@ -133,8 +133,17 @@ def main(records: int, n_queries: int) -> dict[str, Any]:
 
 def report(out: dict[str, Any]) -> None:
     table = Table(title=f"scale-out ({out['records']} records, {out['queries']} queries, {out['cpus']} CPUs, same run)")
-    for column in ("set-up", "processes", "ingest rec/s", "× 1 proc", "accept rec/s", "search q/s", "× 1 proc",
-                   "search p50 ms", "p99 ms"):
+    for column in (
+        "set-up",
+        "processes",
+        "ingest rec/s",
+        "× 1 proc",
+        "accept rec/s",
+        "search q/s",
+        "× 1 proc",
+        "search p50 ms",
+        "p99 ms",
+    ):
         table.add_column(column, justify="left" if column == "set-up" else "right")
     for name, f in out["setups"].items():
         table.add_row(

@@ -173,9 +173,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     ceiling = await engine_ceiling([texts.next() for _ in range(args.ceiling_texts)])
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="shoal-bench-ws-") as data_dir:
-        env = {**os.environ, "SHOAL_DATA_DIR": data_dir, "SHOAL_LOG_LEVEL": "WARNING",
-               "SHOAL_RATE_LIMIT_PER_S": "100000", "SHOAL_TWEETS_DEFAULT_K": str(args.k),
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+        env = {
+            **os.environ,
+            "SHOAL_DATA_DIR": data_dir,
+            "SHOAL_LOG_LEVEL": "WARNING",
+            "SHOAL_RATE_LIMIT_PER_S": "100000",
+            "SHOAL_TWEETS_DEFAULT_K": str(args.k),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
+        }
         server = await asyncio.create_subprocess_exec(sys.executable, "-c", SERVER, str(port), env=env)
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
@@ -193,8 +198,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(2)  # let start-up work (optimizer, imports) settle before the idle figures
             rss_idle = process.memory_info().rss / 2**20
             cpu_idle = await cpu_percent(process, args.idle_seconds)
-            sockets = [connect(f"ws://127.0.0.1:{port}/ws", open_timeout=60, max_queue=None)
-                       for _ in range(args.clients)]
+            sockets = [
+                connect(f"ws://127.0.0.1:{port}/ws", open_timeout=60, max_queue=None) for _ in range(args.clients)
+            ]
             conns = [await s for s in sockets]
             clients = [Client(ws, i) for i, ws in enumerate(conns)]
             readers = [asyncio.create_task(c.read()) for c in clients]

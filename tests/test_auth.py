@@ -21,8 +21,9 @@ from shoal.settings import Settings
 from tests.servers import IdentityProvider, identity_provider
 
 
-def make_authenticator(jwks_url: str | None = None, *, api_keys: list[str] | None = None,
-                       admin_keys: list[str] | None = None, **auth: Any) -> Authenticator:
+def make_authenticator(
+    jwks_url: str | None = None, *, api_keys: list[str] | None = None, admin_keys: list[str] | None = None, **auth: Any
+) -> Authenticator:
     settings = Settings(
         _env_file=None, auth_jwks_url=jwks_url, api_keys=api_keys or [], admin_api_keys=admin_keys or []
     )
@@ -94,8 +95,10 @@ async def test_alg_none_is_rejected(idp: IdentityProvider) -> None:
 async def test_hs256_key_confusion_is_rejected(idp: IdentityProvider) -> None:
     """The classic attack: HMAC-sign with the public key (which anyone can fetch) as the secret."""
     auth = make_authenticator(idp.jwks_url)
-    public_pem = idp.keys[idp.current][1].public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    public_pem = (
+        idp.keys[idp.current][1]
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     claims = {"iss": idp.issuer, "aud": "shoal", "sub": "alice", "exp": int(time.time()) + 60}
     header = {"alg": "HS256", "kid": idp.current}
@@ -166,8 +169,15 @@ def test_token_extraction() -> None:
 
 
 def test_tokens_in_query_strings_are_redacted() -> None:
-    record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, '%s - "WebSocket %s" [accepted]',
-                               ("127.0.0.1:5", "/ws?k=3&token=eyJsecret.abc.def"), None)
+    record = logging.LogRecord(
+        "uvicorn.error",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "WebSocket %s" [accepted]',
+        ("127.0.0.1:5", "/ws?k=3&token=eyJsecret.abc.def"),
+        None,
+    )
     RedactTokens().filter(record)
     assert "eyJsecret" not in record.getMessage() and "token=***" in record.getMessage()
 
@@ -176,8 +186,10 @@ def test_hs256_cannot_even_be_built_with_pyjwt_from_a_pem() -> None:
     """Sanity: PyJWT itself refuses the confusion on encode, so the test above builds it by hand."""
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    pem = rsa.generate_private_key(65537, 2048).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    pem = (
+        rsa.generate_private_key(65537, 2048)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     with pytest.raises(jwt.InvalidKeyError):
         jwt.encode({"sub": "x"}, pem, algorithm="HS256")

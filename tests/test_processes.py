@@ -68,8 +68,11 @@ async def test_record_posted_to_api_1_reaches_a_websocket_subscriber_on_api_2(cl
         async with httpx.AsyncClient(base_url=api1, timeout=60) as http:
             body = {
                 "records": [
-                    {"id": "proc-t1", "text": "my train is late again because of the heavy rain",
-                     "payload": {"user_id": "u1", "username": "ann"}},
+                    {
+                        "id": "proc-t1",
+                        "text": "my train is late again because of the heavy rain",
+                        "payload": {"user_id": "u1", "username": "ann"},
+                    },
                 ]
             }
             r = await http.post("/v1/collections/tweets/records", json=body)

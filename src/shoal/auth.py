@@ -244,9 +244,7 @@ class Authenticator:
 
     def is_public(self, path: str) -> bool:
         # "/" is the dashboard page only, never a prefix that would open every route.
-        return any(
-            path == p or (p.endswith("/") and p != "/" and path.startswith(p)) for p in self.auth.public_paths
-        )
+        return any(path == p or (p.endswith("/") and p != "/" and path.startswith(p)) for p in self.auth.public_paths)
 
 
 def bearer_token(headers: Mapping[bytes, bytes]) -> str | None:

@@ -165,9 +165,7 @@ class Collections:
         if model == collection.model:
             raise InvalidInput(f"model: {name!r} already uses {model!r}")
         if collection.shadow_model not in (None, model):
-            raise Conflict(
-                f"{name!r} is switching to {collection.shadow_model!r}: finish it or roll it back first"
-            )
+            raise Conflict(f"{name!r} is switching to {collection.shadow_model!r}: finish it or roll it back first")
         vector_name = vector_name_for(name, model)
         await self._vectors.create_collection(vector_name, dim, sparse=bool(collection.config.get("sparse")))
 

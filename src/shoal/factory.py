@@ -135,6 +135,7 @@ def make_embedding_provider(settings: Settings, spec: str | None = None) -> Embe
             threads=settings.embed_threads,
             max_tokens=settings.embed_max_tokens,
             models_dir=settings.data_dir / "models",
+            nice=settings.embed_nice,
         )
     if kind == "openai":
         if not model:

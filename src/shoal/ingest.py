@@ -22,6 +22,8 @@ logger = structlog.get_logger(__name__)
 
 RECORDS_TOPIC = "records"
 INDEXED_CHANNEL = "indexed"
+ANALYZED_CHANNEL = "analyzed"
+"""Feature processors announce what they found about records: ``{"collection", "analyses": {id: {...}}}``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shoal.embedops.engines import engine_for
 from shoal.errors import InvalidInput, NotFound
 from shoal.filters import Filter
 from shoal.services import Services
@@ -54,7 +53,7 @@ async def search(
     collection = await services.collections.get(collection_name)
     exclude = list(exclude_ids)
     if text is not None:
-        engine = await engine_for(services, collection.model)
+        engine = await services.engines.get(collection.model)
         query = (await engine.embed([text]))[0].tolist()
     elif vector is not None:
         if len(vector) != collection.dim:

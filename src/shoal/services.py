@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from shoal.cache import Cache
     from shoal.collections import Collections
     from shoal.embedding.engine import EmbeddingEngine
+    from shoal.embedding.registry import EngineRegistry
     from shoal.ingest import Ingestor
     from shoal.log import Log
     from shoal.metrics import Metrics
@@ -31,6 +32,9 @@ class Services:
     """General-purpose cache (``SHOAL_CACHE_URL``): recommendation lists, query results."""
     bus: Bus
     engine: EmbeddingEngine
+    """The server's own engine (``SHOAL_EMBEDDER``); ``engines.default``."""
+    engines: EngineRegistry
+    """An engine per model in use: embed a collection's texts with ``await engines.get(collection.model)``."""
     limiter: RateLimiter
     collections: Collections
     ingest: Ingestor

@@ -60,9 +60,14 @@ class Settings(BaseSettings):
     embedder_api_key: SecretStr | None = None
     embedder_dim: int | None = Field(None, ge=1, description="dimension of a remote model; probed if unset")
     embed_batch_size: int = Field(32, ge=1, le=2048)
-    embed_max_wait_ms: float = Field(2.0, ge=0)
+    embed_max_wait_ms: float = Field(
+        0.0, ge=0, description="how long an idle engine waits for company; batches form while it is busy"
+    )
     embed_queue_size: int = Field(20_000, ge=1)
     embed_threads: int = Field(2, ge=1)
+    embed_nice: int = Field(
+        5, ge=0, le=19, description="niceness of the local model's threads: the API wins the CPU under load"
+    )
     embed_cache_size: int = Field(50_000, ge=0, description="L1 entries")
     embed_cache_ttl_s: int = Field(30 * 24 * 3600, ge=1)
     embed_max_tokens: int = Field(256, ge=8, le=512)
@@ -79,7 +84,10 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(100_000, ge=1)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     wait_timeout_s: float = Field(30.0, gt=0)
-    optimize_interval_s: float = Field(5.0, gt=0)
+    optimize_interval_s: float = Field(5.0, gt=0, description="optimise vector indexes once writes pause this long")
+    optimize_max_pending: int = Field(
+        20_000, ge=1, description="points written since the last optimisation after which it runs while writes go on"
+    )
     drain_timeout_s: float = Field(20.0, gt=0)
 
     # -- inbound rate limit (per client; shared through Redis when the cache URL is Redis) -------

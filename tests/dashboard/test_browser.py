@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,11 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
 
 async def test_page_loads_with_no_console_errors_in_any_view(site: Site) -> None:
     page = await site.page("live")
+    # the marker bench/dashboard.py times the first load to: backlog shown, every stream watched
+    await expect(page.locator("body")).to_have_attribute("data-live", "ready", timeout=20_000)
+    await expect(page.locator("#live-status")).to_have_text("connected")
+    marks = await page.evaluate("performance.getEntriesByType('mark').map((m) => m.name)")
+    assert {"shoal:ws-open", "shoal:live-ready"} <= set(marks)
     for view in ("insights", "recs", "health", "live"):
         await page.click(f"#tab-{view}")
         await expect(page.locator(f"#view-{view}")).to_be_visible()
@@ -138,7 +143,42 @@ async def test_a_tweet_ingested_through_the_api_appears_live_with_similar_items(
     await page.select_option("#search-sentiment", "negative")
     await page.click("#search-form button[type=submit]")
     await expect(page.locator("#search-results .badge.negative").first).to_be_visible(timeout=20_000)
+    await page.close()
+    assert site.errors == []
+
+
+async def test_a_conversation_posted_through_the_api_appears_live_with_its_analysis(site: Site) -> None:
+    page = await site.page("live")
+    backlog = page.locator('#live-feed li.backlog[data-kind="conversation"]')
+    await expect(backlog.first.locator(".analysis .badge")).to_be_visible(timeout=20_000)  # stored analyses
+    await expect(page.locator("#live-status")).to_have_text("connected", timeout=20_000)
+    text = "My parcel is two weeks late, terrible service and nobody answers"
+    r = await site.http.post("/api/v1/conversations", json={"text": text, "author": "erin"})
+    assert r.status_code == 202, r.text
+    item = page.locator(f'#live-feed [data-id="{r.json()["conversation_id"]}"]')
+    await expect(item).to_contain_text(text, timeout=20_000)
+    await expect(page.locator("#live-feed > li").first).to_have_attribute("data-kind", "conversation")
+    await expect(item.locator(".kind")).to_have_text("Conversation")
+    await expect(item).to_contain_text("erin")
+    # sentiment and topic come with the match or in the analysis push that follows it
+    await expect(item.locator(".analysis .badge")).to_have_text(
+        re.compile(r"^(positive|neutral|negative) "), timeout=20_000
+    )
+    await expect(item.locator(".analysis .topic")).not_to_be_empty()
+    await expect(item.locator(".similar li").first).to_contain_text(re.compile("deliver|package|order", re.I))
+    # the search box's filters work on conversations: author, time range, sentiment
+    await page.select_option("#search-collection", "conversations")
+    await page.fill("#q", "late parcel")
+    await page.fill("#search-user", "erin")
+    await page.fill("#search-from", (datetime.now() - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"))
+    await page.select_option("#search-sentiment", "negative")
+    await page.click("#search-form button[type=submit]")
+    await expect(page.locator("#search-status")).to_contain_text("1 result", timeout=20_000)
+    await expect(page.locator("#search-results li").first).to_contain_text(text)
     await page.screenshot(path=str(SHOTS / "dashboard-live.png"), full_page=True, animations="disabled")
+    await page.fill("#search-from", (datetime.now() + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"))
+    await page.click("#search-form button[type=submit]")
+    await expect(page.locator("#search-status")).to_contain_text("0 results")
     await page.close()
     assert site.errors == []
 
@@ -164,8 +204,11 @@ async def test_send_interaction_changes_recommendations_without_reload(site: Sit
 
 
 async def test_insights_show_sentiment_and_clusters_with_their_conversations(site: Site) -> None:
+    everything = {"start_time": "2000-01-01T00:00:00Z", "end_time": "2100-01-01T00:00:00Z", "bucket": "30d"}
+    analysed = (await site.http.get("/api/v1/insights/summary", params=everything)).json()["metadata"]["total_count"]
+    assert analysed >= len(conversations())  # the seeds, and what other tests of this module posted
     page = await site.page("insights")
-    await expect(page.locator("#insights-totals")).to_contain_text("8 analysed", timeout=20_000)
+    await expect(page.locator("#insights-totals")).to_contain_text(f"{analysed} analysed", timeout=20_000)
     await expect(page.locator("#sentiment-chart svg rect").first).to_be_attached()
     cluster = page.locator("#clusters button.cluster").first
     await cluster.click()
@@ -205,6 +248,84 @@ async def test_keyboard_and_narrow_screen(site: Site) -> None:
     )
     assert unlabeled == []
     await page.screenshot(path=str(SHOTS / "dashboard-live-640.png"), full_page=True, animations="disabled")
+    await page.close()
+    assert site.errors == []
+
+
+UNLABELLED = """[...document.querySelectorAll('input, select, textarea, button')].filter((el) => {
+  const named = el.getAttribute('aria-label') || el.getAttribute('aria-labelledby');
+  return !(named || (el.tagName === 'BUTTON' ? el.textContent.trim() : el.labels?.length));
+}).map((el) => el.id || el.outerHTML.slice(0, 80))"""
+OVERFLOW = """() => ({
+  scrolls: document.documentElement.scrollWidth > innerWidth,
+  wider: [...document.querySelectorAll('body *')]
+    .filter((el) => el.getClientRects().length && el.getBoundingClientRect().right > innerWidth + 0.5)
+    .map((el) => el.id || `${el.tagName.toLowerCase()}.${el.className}`),
+})"""
+HALF_LAPTOP = {"width": 683, "height": 768}  # half of a 1366 × 768 laptop screen
+
+
+async def tab_to(page: Any, selector: str, key: str = "Tab", presses: int = 80) -> None:
+    """Press ``key`` until the focused element matches ``selector``: reachable with the keyboard alone."""
+    for _ in range(presses):
+        if await page.evaluate("(s) => !!document.activeElement?.matches(s)", selector):
+            return
+        await page.keyboard.press(key)
+    raise AssertionError(f"{selector} is not reachable with {key}")
+
+
+async def fits(page: Any, view: str) -> None:
+    overflow = await page.evaluate(OVERFLOW)
+    assert overflow == {"scrolls": False, "wider": []}, f"{view}: wider than {HALF_LAPTOP['width']} px"
+
+
+async def test_every_view_works_from_the_keyboard_and_fits_half_a_laptop_screen(site: Site) -> None:
+    page = await site.page("live", **HALF_LAPTOP)
+    selected_tab = '[role="tab"][aria-selected="true"]'
+    await tab_to(page, selected_tab)
+    await expect(page.locator("#tab-live")).to_be_focused()
+    await tab_to(page, "#q")  # Tab leaves the tab list into the view
+    await page.keyboard.type("rust")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#search-results li").first).to_contain_text("Rust", timeout=20_000)
+    await expect(page.locator("#live-feed > li").first).to_be_visible()
+    await fits(page, "live")
+
+    async def open_next(view: str) -> None:
+        await tab_to(page, selected_tab, key="Shift+Tab")
+        await page.keyboard.press("ArrowRight")
+        await page.keyboard.press("Enter")
+        await expect(page.locator(f"#tab-{view}")).to_be_focused()
+        await expect(page.locator(f"#view-{view}")).to_be_visible()
+
+    await open_next("insights")
+    await expect(page.locator("#clusters button.cluster").first).to_be_visible(timeout=20_000)
+    await tab_to(page, "#clusters button.cluster")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#clusters button.cluster:focus")).to_have_attribute("aria-pressed", "true")
+    await expect(page.locator("#conversations li.result").first).to_be_visible(timeout=20_000)
+    await fits(page, "insights")
+
+    await open_next("recs")
+    await tab_to(page, "#catalog-q")
+    await page.keyboard.type("wireless headphones")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#catalog li.item").first).to_contain_text("eadphones", timeout=20_000)
+    await tab_to(page, "#catalog button.send-interaction")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#similar-list li.item").first).to_be_visible(timeout=20_000)
+    await fits(page, "recs")
+
+    await open_next("health")
+    await expect(page.locator("#collections tr").first).to_be_visible(timeout=20_000)
+    await tab_to(page, "details.raw summary")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("details.raw")).to_have_attribute("open", "")
+    await expect(page.locator("#raw-metrics tr").first).to_be_visible()
+    await fits(page, "health")
+
+    # every control, including those the views built from data, has a name a screen reader reads
+    assert await page.evaluate(UNLABELLED) == []
     await page.close()
     assert site.errors == []
 

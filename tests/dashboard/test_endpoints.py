@@ -7,6 +7,7 @@ import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -107,19 +108,26 @@ async def test_bad_searches_name_the_field(client: httpx.AsyncClient) -> None:
     assert r.status_code == 400 and "limit" in r.text
 
 
-async def test_conversations_are_searchable_by_author(client: httpx.AsyncClient) -> None:
+async def test_conversations_are_searchable_by_author_and_carry_their_analysis(client: httpx.AsyncClient) -> None:
     r = await client.post("/api/v1/conversations", json=conversations())
     assert r.status_code == 202, r.text
 
-    async def search() -> list[dict[str, object]]:
-        r = await client.post(
-            "/dashboard/search", json={"collection": "conversations", "text": "late delivery", "user": "customer1"}
-        )
-        results: list[dict[str, object]] = r.json()["results"]
+    async def search(body: dict[str, object]) -> list[dict[str, Any]]:
+        r = await client.post("/dashboard/search", json={"collection": "conversations", **body})
+        results: list[dict[str, Any]] = r.json()["results"]
         return results
 
-    hits = await eventually(search, until=lambda h: len(h) >= 2, timeout=30)
-    assert all(h["user"] == "customer1" for h in hits)
+    newest = await eventually(
+        lambda: search({"limit": 20}),
+        until=lambda h: len(h) == len(conversations()) and all(x["analysis"] for x in h),
+        timeout=30,
+    )
+    assert {h["analysis"]["sentiment"] for h in newest} <= {"positive", "neutral", "negative"}
+    assert all(h["analysis"]["cluster"] and h["analysis"]["analyzer"] == "local" for h in newest)
+    hits = await search({"text": "late delivery", "user": "customer1"})
+    assert len(hits) >= 2 and all(h["user"] == "customer1" and h["analysis"] for h in hits)
+    tweets = await client.post("/dashboard/search", json={"collection": "tweets", "limit": 1})
+    assert "analysis" not in tweets.json()["results"][0], "only conversations have an insights analysis"
 
 
 async def test_auth_on_needs_a_token_and_scopes_tweets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

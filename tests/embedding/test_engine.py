@@ -78,6 +78,15 @@ async def test_concurrent_callers_are_micro_batched(provider: OnnxProvider) -> N
     assert (np.stack(results) @ alone.T).argmax(axis=1).tolist() == list(range(20))
 
 
+async def test_without_a_deadline_batches_form_while_the_model_is_busy(provider: OnnxProvider) -> None:
+    async with EmbeddingEngine(provider, batch_size=32, max_wait_ms=0) as engine:
+        await engine.embed_one("an idle engine runs a lone text at once")
+        rest = [f"caller {i} arrived together with the others" for i in range(40)]
+        await asyncio.gather(*(engine.embed_one(t) for t in rest))
+        stats = engine.stats()
+    assert stats["batch_sizes"] == {1: 1, 32: 1, 8: 1}
+
+
 async def test_many_texts_are_split_into_batches(provider: OnnxProvider) -> None:
     texts = [f"text {i} " + "x " * (i % 13) for i in range(100)]
     async with EmbeddingEngine(provider, batch_size=16) as engine:
@@ -186,3 +195,22 @@ async def test_an_unreachable_l2_only_costs_speed(provider: OnnxProvider) -> Non
         assert (await engine.embed(TEXTS)).shape == (4, 384)
         assert (await engine.embed(TEXTS)).shape == (4, 384)
         assert engine.stats()["hits_l1"] == 4
+
+
+async def test_a_caller_giving_up_leaves_a_shared_vector_to_the_others(provider: OnnxProvider) -> None:
+    async with EmbeddingEngine(provider, batch_size=8, max_wait_ms=SLOW) as engine:
+        quitter = asyncio.ensure_future(engine.embed(["a text two callers wait for"]))
+        stayer = asyncio.ensure_future(engine.embed(["a text two callers wait for", "and one more"]))
+
+        async def queued() -> int:
+            return engine.queue_depth
+
+        await eventually(queued, until=lambda n: n == 2)
+        quitter.cancel()
+        # The deadline never expires: fill the batch so it runs.
+        filler = asyncio.ensure_future(engine.embed([f"filler {i}" for i in range(6)]))
+        vectors, _ = await asyncio.gather(stayer, filler)
+    assert quitter.cancelled()
+    assert vectors.shape == (2, 384)
+    alone = (await provider.embed(["a text two callers wait for"]))[0]
+    assert float(vectors[0] @ alone) > 0.97  # int8 activations are quantized per batch: close, not equal

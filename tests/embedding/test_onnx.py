@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from pathlib import Path
 
@@ -116,3 +117,27 @@ def test_shipped_manifest_matches_shipped_artifacts() -> None:
 async def test_embed_before_open_is_an_embedding_error() -> None:
     with pytest.raises(EmbeddingError):
         await OnnxProvider("int8").embed(["hello"])
+
+
+def _thread_niceness() -> list[int]:
+    """The niceness of every thread of this process (field 19 of /proc/self/task/<tid>/stat)."""
+    values = []
+    for stat in Path("/proc/self/task").glob("*/stat"):
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        values.append(int(fields[16]))
+    return values
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="thread niceness is read from Linux /proc")
+async def test_inference_threads_run_at_lower_priority_than_the_loop() -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    before = _thread_niceness().count(base + 5)
+    provider = OnnxProvider(threads=2, nice=5)
+    await provider.open()
+    try:
+        await provider.embed(SENTENCES)
+        # The inference thread and onnxruntime's intra-op worker it started are both lowered.
+        assert _thread_niceness().count(base + 5) - before >= 2
+        assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the event loop's thread is untouched
+    finally:
+        await provider.close()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import httpx
 
 from shoal.embedops.backfill import CURSOR_KEY, Backfill, BackfillOptions, BackfillReport
+from shoal.records import Status
 from tests.app_fixtures import services_of
 from tests.embedops.conftest import ScriptedOpenAI, ops_app
 from tests.embedops.helpers import add, events, settled, stats
@@ -145,3 +147,25 @@ async def test_forced_run_resumes_from_its_cursor(tmp_path: Path) -> None:
 
         third = await Backfill(services, "docs", options).run()  # a new forced run starts over
         assert (third.resumed_after, third.succeeded) == (None, N)
+
+
+async def test_a_record_changed_while_its_page_embeds_keeps_the_newer_version(
+    tmp_path: Path, openai_server: ScriptedOpenAI
+) -> None:
+    async with ops_app(tmp_path, openai_server, remote_main=True, embed_cache_size=0) as (client, app):
+        await failed_collection(client, openai_server)
+        services = services_of(app)
+        openai_server.script = ["hang"]  # the page is read and embedding when the record changes
+        running = asyncio.create_task(Backfill(services, "docs", BackfillOptions(batch=N)).run())
+        async with asyncio.timeout(60):
+            await openai_server.hanging.wait()
+        (read,) = await services.records.get("docs", ["r005"])
+        await services.records.upsert([dataclasses.replace(read, text="a newer version")])
+        openai_server.release.set()
+        report = await running
+        assert (report.state, report.succeeded, report.skipped, report.processed) == ("done", N - 1, 1, N)
+        (newer,) = await services.records.get("docs", ["r005"])
+        assert (newer.text, newer.status, newer.embedding_model) == ("a newer version", Status.FAILED, None)
+        vector_name = (await services.collections.get("docs")).vector_name
+        assert await services.vectors.retrieve(vector_name, ["r005"]) == []  # no stale vector either
+        assert [p.id for p in await services.vectors.retrieve(vector_name, ["r004", "r006"])] == ["r004", "r006"]

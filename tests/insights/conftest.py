@@ -13,7 +13,9 @@ from asgi_lifespan import LifespanManager
 from shoal.app import CoreFeature, create_app
 from shoal.insights.feature import InsightsFeature
 from shoal.insights.settings import InsightsSettings
+from shoal.insights.store import InsightsStore
 from shoal.llm_settings import LLMSettings
+from shoal.records.migrations import migrate
 from shoal.settings import Settings
 
 
@@ -30,3 +32,12 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             yield http
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[InsightsStore]:
+    """The insights store on a migrated SQLite file."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'shoal.db'}"
+    await migrate(url)
+    async with InsightsStore(url) as store:
+        yield store

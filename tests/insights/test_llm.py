@@ -119,9 +119,17 @@ async def test_timeouts_fall_back_to_local(model_url: tuple[FakeInsightsModel, s
     assert "nearest topic" in out[0].reasoning
 
 
-def max_per_window(arrivals: list[float], window: float = 1.0) -> int:
+def max_per_window(arrivals: list[float], window: float = 0.95) -> int:
+    """Most calls that reached the server within any ``window`` seconds. The limiter paces the
+    sends; arrivals jitter by a few milliseconds on a busy machine, so the window is a little under
+    the limiter's second (a limiter letting 11/s through still fails: 11 calls span 0.91 s)."""
     arrivals = sorted(arrivals)
     return max(sum(1 for t in arrivals[i:] if t < start + window) for i, start in enumerate(arrivals))
+
+
+def mean_rate(arrivals: list[float]) -> float:
+    arrivals = sorted(arrivals)
+    return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
 
 
 async def test_ten_calls_per_second_ceiling(model_url: tuple[FakeInsightsModel, str], vectors: np.ndarray) -> None:
@@ -133,6 +141,7 @@ async def test_ten_calls_per_second_ceiling(model_url: tuple[FakeInsightsModel, 
         await llm.aclose()
     assert len(model.arrivals) == 24
     assert max_per_window(model.arrivals) <= 10
+    assert mean_rate(model.arrivals) <= 10.2
 
 
 @pytest.mark.service
@@ -155,6 +164,7 @@ async def test_ceiling_holds_across_workers_through_redis(
                 await w.aclose()
     assert len(model.arrivals) == 24
     assert max_per_window(model.arrivals) <= 10
+    assert mean_rate(model.arrivals) <= 10.2
 
 
 async def test_the_app_uses_the_llm_when_configured(model_url: tuple[FakeInsightsModel, str], tmp_path: Path) -> None:

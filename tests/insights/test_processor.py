@@ -5,23 +5,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 import pytest
 
+from shoal.bus.memory import MemoryBus
 from shoal.embedding.engine import EmbeddingEngine
 from shoal.embedding.onnx import OnnxProvider
 from shoal.errors import BackendError
-from shoal.insights.analyzer import Analysis, LocalAnalyzer
+from shoal.ingest import ANALYZED_CHANNEL
+from shoal.insights.analyzer import BRIEF, Analysis, LocalAnalyzer
 from shoal.insights.clusters import OnlineClusterer
 from shoal.insights.processor import InsightsProcessor
 from shoal.insights.sentiment import SentimentAnalyzer
 from shoal.insights.store import InsightsStore
 from shoal.log import Message
-from shoal.records.migrations import migrate
 
 
 class Flaky:
@@ -56,14 +56,6 @@ def message(i: int, text: str, collection: str = "conversations") -> Message:
 async def engine() -> AsyncIterator[EmbeddingEngine]:
     async with OnnxProvider() as provider, EmbeddingEngine(provider) as engine:
         yield engine
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[InsightsStore]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'shoal.db'}"
-    await migrate(url)
-    async with InsightsStore(url) as store:
-        yield store
 
 
 def processor(
@@ -131,3 +123,21 @@ async def test_replay_is_idempotent_and_clusters_survive_restart(engine: Embeddi
     }
     vector = (await engine.embed(["parcel is late"]))[0]
     assert restarted.nearest(vector) == clusterer.nearest(vector)
+
+
+async def test_each_analysed_batch_is_announced_once_on_the_bus(engine: EmbeddingEngine, store: InsightsStore) -> None:
+    clusterer = OnlineClusterer(384)
+    analyzer = LocalAnalyzer(SentimentAnalyzer(), clusterer)
+    async with MemoryBus() as bus, bus.subscribe(ANALYZED_CHANNEL) as subscription:
+        proc = InsightsProcessor(
+            collection="conversations", engine=engine, store=store, analyzer=analyzer, clusterer=clusterer, bus=bus
+        )
+        batch = [message(1, "thanks, the refund was quick"), message(2, "not a conversation", "tweets")]
+        await proc.handle(batch)
+        await proc.handle(batch)  # a replay of work already done announces nothing
+        assert len(subscription) == 1
+        event = await anext(aiter(subscription))
+    assert event["collection"] == "conversations" and list(event["analyses"]) == ["conv_1"]
+    row = await store.get("conv_1")
+    assert row is not None and event["analyses"]["conv_1"] == {name: row[name] for name in BRIEF}
+    assert await store.briefs(["conv_1", "conv_2", "missing"]) == event["analyses"]

@@ -20,7 +20,6 @@ from tests.engines import kafka_bootstrap, require_module
 Opener = Callable[[Path, int, int], Log]
 
 
-
 def _kafka(tmp: Path, partitions: int, queue_size: int) -> Log:
     """Tansu (in memory, one per session); topics are unique per test, so storage is the topic."""
     require_module("aiokafka", "aiokafka")

@@ -13,6 +13,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from shoal.app import CoreFeature, create_app
 from shoal.recommend import RecommendFeature
+from shoal.recommend.service import list_key
 from tests.app_fixtures import make_settings, services_of
 from tests.recommend.conftest import catalog, post_events, profile, rec_app, rec_settings, wait_events
 from tests.servers import running_server
@@ -81,9 +82,10 @@ async def test_websocket_pushes_the_new_list_when_it_changes(tmp_path: Path) -> 
         async with connect(base_url.replace("http://", "ws://") + "/ws/recommendations/live") as ws:
             first = orjson.loads(await asyncio.wait_for(ws.recv(), 20))
             assert first["type"] == "recommendations" and first["source"] == "popular"
-            await post_events(client, {"user_id": "live", "item_id": "television-2", "type": "purchase"})
+            (event_id,) = await post_events(client, {"user_id": "live", "item_id": "television-2", "type": "purchase"})
             pushed = orjson.loads(await asyncio.wait_for(ws.recv(), 20))
             assert pushed["source"] == "realtime" and pushed["user_id"] == "live"
+            assert pushed["events"] == [event_id]  # the client can tell its event took effect
             assert pushed["items"][0]["item_id"].startswith("television")
             assert "television-2" not in {i["item_id"] for i in pushed["items"]}
             # a second taste moves the list: another push
@@ -102,7 +104,8 @@ async def _next(ws: ClientConnection) -> dict[str, Any]:
 
 async def test_a_batch_replayed_after_a_crash_is_skipped(tmp_path: Path) -> None:
     """A crash after the profile transaction but before the offset commit replays the batch: the
-    processor sees the very same messages again and must not apply them twice."""
+    processor sees the very same messages again and must not apply them twice, but stores the list
+    the crash may have kept from being stored."""
     async with rec_app(tmp_path / "data") as (client, app):
         events = [{"user_id": "crash", "item_id": ITEMS[n], "type": "view"} for n in range(12)]
         await post_events(client, events)
@@ -110,9 +113,12 @@ async def test_a_batch_replayed_after_a_crash_is_skipped(tmp_path: Path) -> None
         services = services_of(app)
         feature = services.extras["_features"]["recommend"]
         (processor,) = feature.processors(services)
+        await services.cache.delete(list_key("crash"))  # the crash came before the list was stored
         async with services.log.consumer("interactions", "replay-test") as consumer:
             batch = await consumer.poll(1000, timeout=5)
             assert len(batch) == 12
             await processor.handle(batch)
         found = await profile(client, "crash")
         assert found["events"] == 12 and found["counters"] == {"view": 12}
+        stored = await services.cache.get(list_key("crash"))
+        assert stored is not None and orjson.loads(stored)["source"] == "realtime"

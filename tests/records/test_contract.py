@@ -211,6 +211,40 @@ async def test_stats_of_empty_or_unknown_collection(tweets: RecordStore) -> None
         assert (stats.last_error, stats.oldest_pending, stats.models) == (None, None, {})
 
 
+async def test_versions_are_the_stored_updated_at(tweets: RecordStore) -> None:
+    await tweets.upsert([record(i) for i in range(1200)])
+    wanted = [f"r{i:04d}" for i in range(1200)] + ["missing"]
+    versions = await tweets.versions("tweets", wanted)  # more ids than one IN (...) chunk
+    assert versions == {r.id: r.updated_at for r in await tweets.get("tweets", wanted)}
+    assert len(versions) == 1200
+    assert await tweets.versions("other", ["r0001"]) == {}
+
+
+async def test_mark_embedded_stamps_only_unchanged_records(tweets: RecordStore) -> None:
+    await tweets.upsert([dataclasses.replace(record(i), status=Status.FAILED, error="x") for i in range(1100)])
+    read = {r.id: r for r in await tweets.get("tweets", [f"r{i:04d}" for i in range(1100)])}
+    await tweets.upsert([record(7, text="a newer version")])  # written after the read
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    versions = {rid: r.updated_at for rid, r in read.items() if r.updated_at is not None}
+    versions["missing"] = T0
+    stamped = await tweets.mark_embedded("tweets", versions, model="minilm", dim=384, at=T0)
+    assert sorted(stamped) == sorted(set(read) - {"r0007"})
+    one, newer = await tweets.get("tweets", ["r0001", "r0007"])
+    assert (one.status, one.embedding_model, one.embedding_dim, one.embedded_at, one.error) == (
+        Status.EMBEDDED,
+        "minilm",
+        384,
+        T0,
+        None,
+    )
+    assert (one.text, one.payload, one.ts) == (read["r0001"].text, read["r0001"].payload, read["r0001"].ts)
+    assert one.updated_at is not None and one.updated_at >= before
+    assert (newer.status, newer.text) == (Status.PENDING, "a newer version")
+    again = await tweets.mark_embedded("tweets", versions, model="minilm", dim=384, at=T0)
+    assert again == []  # stamping moved every updated_at on
+    assert await tweets.mark_embedded("tweets", {}, model="minilm", dim=384, at=T0) == []
+
+
 # -- find ----------------------------------------------------------------------------------------
 
 

@@ -27,9 +27,9 @@ def tweet_app(data_dir: Path, tweets: dict[str, Any] | None = None, **settings: 
 
 
 @asynccontextmanager
-async def tweet_server(data_dir: Path, tweets: dict[str, Any] | None = None, **settings: Any) -> AsyncIterator[
-    tuple[str, FastAPI]
-]:
+async def tweet_server(
+    data_dir: Path, tweets: dict[str, Any] | None = None, **settings: Any
+) -> AsyncIterator[tuple[str, FastAPI]]:
     """Serve a fresh app (core + tweets) on loopback; yields ``(ws base url, app)``."""
     app = tweet_app(data_dir, tweets, **settings)
     async with running_server(app) as base_url:

@@ -19,12 +19,15 @@ async def ingest(base: str, batches: list[list[dict[str, object]]]) -> None:
 
 async def test_newest_first_semantic_and_shapes(server: tuple[str, FastAPI]) -> None:
     base, _ = server
-    await ingest(base, [
-        [tweet("u1-old", "Rust borrow checker explained", user_id="u1")],
-        [tweet("u1-mid", "Baking sourdough bread at home", user_id="u1", lang="en")],
-        [tweet("u1-new", "Tokio makes async Rust easy", user_id="u1")],
-        [tweet("u2-one", "Rust is great", user_id="u2", username="bob")],
-    ])
+    await ingest(
+        base,
+        [
+            [tweet("u1-old", "Rust borrow checker explained", user_id="u1")],
+            [tweet("u1-mid", "Baking sourdough bread at home", user_id="u1", lang="en")],
+            [tweet("u1-new", "Tokio makes async Rust easy", user_id="u1")],
+            [tweet("u2-one", "Rust is great", user_id="u2", username="bob")],
+        ],
+    )
     async with httpx.AsyncClient(base_url=base.replace("ws://", "http://"), timeout=30) as api:
         newest = (await api.post("/search_payload", json={"user_id": "u1", "limit": 2})).json()
         assert newest["status"] == "success"

@@ -6,10 +6,12 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from websockets.exceptions import ConnectionClosed
 
+from shoal.ingest import ANALYZED_CHANNEL
 from shoal.services import Services
 from tests.tweets.conftest import client, tweet, tweet_server
 from tests.waiting import eventually
@@ -60,8 +62,14 @@ async def test_one_client_ingests_and_another_clients_subscription_is_pushed(ser
     async with client(f"{base}/ws") as listener, client(f"{base}/ws") as sender:
         await listener.send({"type": "subscribe", "query": "the Rust programming language", "min_score": 0.4})
         subscribed = await listener.wait_type("subscribed")
-        await sender.send({"tweets": [tweet("a1", "I love Rust, the programming language"),
-                                      tweet("a2", "My cat sleeps all day on the sofa")]})
+        await sender.send(
+            {
+                "tweets": [
+                    tweet("a1", "I love Rust, the programming language"),
+                    tweet("a2", "My cat sleeps all day on the sofa"),
+                ]
+            }
+        )
         await sender.wait_type("ack")
         match = await listener.wait_type("match")
         assert match["subscription"] == subscribed["id"] and match["tweet_id"] == "a1"
@@ -131,6 +139,34 @@ async def test_a_client_too_slow_to_read_is_closed_with_1013(tmp_path: Path) -> 
                     await slow.receive(timeout=30)
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == 1013 and "too slow" in closed.value.rcvd.reason
+
+
+async def test_a_standing_query_on_another_collection_gets_its_records_and_their_analyses(
+    server: tuple[str, FastAPI],
+) -> None:
+    base, app = server
+    bus = services_of(app).bus
+    async with client(f"{base}/ws") as c, httpx.AsyncClient(base_url=base.replace("ws://", "http://")) as http:
+        await c.send({"type": "subscribe", "id": "n", "collection": "notes", "query": "x", "min_score": -1})
+        assert (await c.wait_type("error"))["error"] == "collection_not_found"
+        assert (await http.post("/v1/collections", json={"name": "notes"})).status_code == 201
+        await c.send({"type": "subscribe", "id": "n", "collection": "notes", "query": "parcels", "min_score": -1})
+        assert (await c.wait_type("subscribed", id="n"))["collection"] == "notes"
+        # Analysed before the indexer's event (a feature processor may be first): the match carries it.
+        await bus.publish(ANALYZED_CHANNEL, {"collection": "notes", "analyses": {"n1": {"sentiment": "negative"}}})
+        r = await http.post("/v1/collections/notes/records", json={"records": [{"id": "n1", "text": "parcel late"}]})
+        assert r.status_code == 202, r.text
+        match = await c.wait_type("match", id="n1")
+        assert match["collection"] == "notes" and match["subscription"] == "n" and "tweet_id" not in match
+        assert match["payload"]["text"] == "parcel late" and match["analysis"] == {"sentiment": "negative"}
+        # Analysed after: pushed on its own, to the standing queries the record matches.
+        await bus.publish(ANALYZED_CHANNEL, {"collection": "notes", "analyses": {"n1": {"sentiment": "neutral"}}})
+        pushed = await c.wait_type("analysis", id="n1")
+        assert pushed["subscription"] == "n" and pushed["analysis"] == {"sentiment": "neutral"}
+        # A tweet is not a note: its similar push comes after its matching, and nothing matched.
+        await c.send({"tweets": [tweet("t1", "my parcel is late")]})
+        await c.wait_type("similar", tweet_id="t1")
+        assert not [m for m in c.seen if m.get("type") == "match" and m["id"] == "t1"]
 
 
 async def test_pushes_only_reach_open_connections(server: tuple[str, FastAPI]) -> None:

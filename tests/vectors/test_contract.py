@@ -12,7 +12,7 @@ from qdrant_edge import Bm25
 
 from shoal.errors import CollectionNotFound, InvalidInput, ShoalError
 from shoal.filters import Filter
-from shoal.vectors.base import Point, SparseVector, VectorStore
+from shoal.vectors.base import Point, SearchRequest, SparseVector, VectorStore
 from tests.vectors.conftest import unit_vectors
 
 DIM = 16
@@ -111,6 +111,25 @@ async def test_search_offset_threshold_ef_exclude(store: VectorStore) -> None:
     excluded = [h.id for h in top[:3]]
     rest = await store.search("c", query, limit=5, exclude_ids=excluded, ef=64)
     assert [h.id for h in rest] == [h.id for h in top[3:8]]
+
+
+async def test_search_many_answers_like_one_search_each(store: VectorStore) -> None:
+    await filled(store)
+    requests = [
+        SearchRequest(VECTORS[0].tolist(), limit=5),
+        SearchRequest(VECTORS[1].tolist(), limit=3, filter=where(must=[{"key": "user", "match": {"value": "u1"}}])),
+        SearchRequest(VECTORS[2].tolist(), limit=4, exclude_ids=("p2", "p7"), ef=64),
+    ]
+    batched = await store.search_many("c", requests)
+    for request, hits in zip(requests, batched, strict=True):
+        one = await store.search(
+            "c", request.vector, limit=request.limit, filter=request.filter, exclude_ids=request.exclude_ids
+        )
+        assert [h.id for h in hits] == [h.id for h in one]
+        assert [h.score for h in hits] == pytest.approx([h.score for h in one], abs=1e-5)
+    assert {h.payload["user"] for h in batched[1]} == {"u1"}
+    assert not {"p2", "p7"} & {h.id for h in batched[2]}
+    assert await store.search_many("c", []) == []
 
 
 FILTER_CASES: dict[str, tuple[dict[str, Any], Any]] = {

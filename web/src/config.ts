@@ -33,6 +33,18 @@ export interface SearchHit {
   user: string | null;
   payload: Record<string, unknown>;
   sentiment: { label: string; score: number } | null;
+  /** Conversations only: the insights analysis once stored (null while pending). */
+  analysis?: Analysis | null;
+}
+
+/** What live views get of a conversation's analysis (WS `analysis` pushes, search hits). */
+export interface Analysis {
+  sentiment: string;
+  sentiment_score: number;
+  cluster: string | null;
+  cluster_id: number | null;
+  confidence: number;
+  analyzer: string;
 }
 
 export interface SearchOut {

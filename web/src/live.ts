@@ -1,27 +1,62 @@
-// Live stream view: semantic search with filters, and tweets as they are indexed (WS /ws standing
-// query), each with its most similar tweets.
+// Live stream view: semantic search with filters, and tweets and conversations as they are indexed
+// (WS /ws standing queries, one per collection), each with its most similar items; a conversation's
+// sentiment and topic appear when the insights processor announces its analysis.
 import { api, ApiError } from "./api";
-import type { DashboardConfig, SearchHit, SearchOut, View } from "./config";
+import type { Analysis, DashboardConfig, SearchHit, SearchOut, View } from "./config";
 import { byId, fill, h, localToIso, score, sentimentBadge, time } from "./dom";
 import { LiveSocket } from "./socket";
 
 const FEED_SIZE = 50; // items kept on screen: the page must not grow without bound
 const SIMILAR = 3;
-const LIVE_QUERY_ID = "dashboard-live";
+const BACKLOG = 10;
+
+/** A watched collection: tweets come from the tweet stream, conversations from insights. */
+interface Stream {
+  kind: "tweet" | "conversation";
+  collection: string;
+  query: string; // the standing query's id on the socket
+}
+
+interface Payload {
+  text?: string;
+  user_id?: string;
+  username?: string;
+  author?: string | null;
+}
 
 interface Match {
   type: "match";
-  tweet_id: string;
-  score: number;
-  payload: { text?: string; user_id?: string; username?: string };
+  collection: string;
+  id: string;
+  payload: Payload;
+  analysis?: Analysis;
+}
+
+interface AnalysisPush {
+  type: "analysis";
+  collection: string;
+  id: string;
+  analysis: Analysis;
+}
+
+/** What a feed item shows, from a push or from the backlog. */
+interface Entry {
+  stream: Stream;
+  id: string;
+  payload: Payload;
+  analysis: Analysis | null | undefined;
 }
 
 export class LiveView implements View {
-  private config: DashboardConfig | null = null;
   private socket: LiveSocket | null = null;
+  private streams: Stream[] = [];
+  private unconfirmed = new Set<string>(); // standing queries sent, not yet acknowledged
+  private watched = false; // every standing query acknowledged
+  private loading = 0; // backlogs still being read
   private watching = { query: "", min: 0.3 };
   private readonly feed = byId<HTMLOListElement>("live-feed");
   private readonly status = byId("live-status");
+  private readonly empty = byId("live-empty");
 
   constructor() {
     byId<HTMLFormElement>("search-form").addEventListener("submit", (e) => {
@@ -34,7 +69,7 @@ export class LiveView implements View {
         query: byId<HTMLInputElement>("watch-query").value.trim(),
         min: Number(byId<HTMLInputElement>("watch-min").value || "0.3"),
       };
-      this.socket?.send({ type: "unsubscribe", id: LIVE_QUERY_ID });
+      for (const stream of this.streams) this.socket?.send({ type: "unsubscribe", id: stream.query });
       this.subscribe();
     });
     byId<HTMLFormElement>("tweet-form").addEventListener("submit", (e) => {
@@ -48,7 +83,6 @@ export class LiveView implements View {
   hide(): void {}
 
   reset(config: DashboardConfig): void {
-    this.config = config;
     const select = byId<HTMLSelectElement>("search-collection");
     const preferred = [config.tweets, config.conversations, config.items].filter((c): c is string => !!c);
     const names = [...new Set([...preferred, ...config.collections])];
@@ -56,14 +90,36 @@ export class LiveView implements View {
     if (config.principal && !config.principal.admin) byId<HTMLInputElement>("tweet-user").value = config.principal.subject;
     this.socket?.close();
     this.socket = null;
+    fill(this.feed, []);
+    this.empty.hidden = false;
     if (!config.tweets) {
+      // the standing queries live on the tweet stream's socket
+      this.streams = [];
       this.setStatus("tweet stream off");
+      this.empty.textContent = "The live stream needs the tweet stream feature.";
       return;
     }
-    void this.backlog(config.tweets);
+    this.streams = [{ kind: "tweet", collection: config.tweets, query: "dashboard-live" }];
+    if (config.conversations) {
+      this.streams.push({ kind: "conversation", collection: config.conversations, query: "dashboard-live-conversations" });
+    }
+    const what = this.streams.length > 1 ? "tweets and conversations" : "tweets";
+    this.empty.textContent = `Waiting for ${what}… they appear here as soon as they are indexed.`;
+    byId<HTMLInputElement>("watch-query").placeholder = `empty: every new ${this.streams.length > 1 ? "item" : "tweet"}`;
+    this.watched = false;
+    this.loading = this.streams.length;
+    for (const stream of this.streams) {
+      void this.backlog(stream).finally(() => {
+        this.loading -= 1;
+        this.markReady();
+      });
+    }
     this.socket = new LiveSocket("/ws", {
-      onOpen: () => this.subscribe(),
-      onState: (state, reason) => this.setStatus(reason ? `${state}: ${reason}` : state),
+      onOpen: () => {
+        markOnce("shoal:ws-open");
+        this.subscribe();
+      },
+      onState: (state, reason) => this.setStatus(reason ? `${state}: ${reason}` : state === "connected" ? "subscribing" : state),
       onMessage: (m) => this.onMessage(m),
     });
   }
@@ -75,25 +131,44 @@ export class LiveView implements View {
 
   private subscribe(): void {
     const { query, min } = this.watching;
-    // With no topic, a cosine >= -1 matches every new tweet: the standing query becomes a live feed.
-    this.socket?.send({
-      type: "subscribe",
-      id: LIVE_QUERY_ID,
-      query: query || "everything",
-      min_score: query ? min : -1,
-    });
+    this.unconfirmed = new Set(this.streams.map((s) => s.query));
+    for (const stream of this.streams) {
+      // With no topic, a cosine >= -1 matches every new record: the standing query becomes a live feed.
+      this.socket?.send({
+        type: "subscribe",
+        id: stream.query,
+        collection: stream.collection,
+        query: query || "everything",
+        min_score: query ? min : -1,
+      });
+    }
   }
 
   private onMessage(message: Record<string, unknown>): void {
     switch (message.type) {
-      case "match":
-        this.add(message as unknown as Match);
+      case "match": {
+        const match = message as unknown as Match;
+        const stream = this.streams.find((s) => s.collection === match.collection);
+        if (stream) this.add({ stream, id: match.id, payload: match.payload, analysis: match.analysis ?? null });
         break;
+      }
+      case "analysis": {
+        const push = message as unknown as AnalysisPush;
+        const item = this.item(push.collection, push.id);
+        item?.querySelector(".analysis")?.replaceChildren(...analysisLine(push.analysis));
+        break;
+      }
       case "subscribed":
-        this.setStatus(this.watching.query ? `watching “${this.watching.query}”` : "connected");
+        this.unconfirmed.delete(String(message.id));
+        // "connected" only once every stream is watched: nothing indexed after it is missed
+        if (this.unconfirmed.size === 0) {
+          this.setStatus(this.watching.query ? `watching “${this.watching.query}”` : "connected");
+          this.watched = true;
+          this.markReady();
+        }
         break;
       case "ack":
-        byId("live-empty").textContent = `Sent: ${(message.ids as string[]).join(", ")} — waiting for it to be indexed…`;
+        this.empty.textContent = `Sent: ${(message.ids as string[]).join(", ")} — waiting for it to be indexed…`;
         break;
       case "error":
         this.setStatus(`error: ${String(message.details ?? message.error)}`);
@@ -103,51 +178,89 @@ export class LiveView implements View {
     }
   }
 
-  /** The newest tweets, so the feed is not empty before the first push. */
-  private async backlog(collection: string): Promise<void> {
+  /** The first load is over once the newest items are on screen and the socket watches every stream. */
+  private markReady(): void {
+    if (this.loading > 0 || !this.watched || document.body.dataset.live === "ready") return;
+    markOnce("shoal:live-ready"); // bench/dashboard.py: navigation start → here
+    document.body.dataset.live = "ready";
+  }
+
+  private item(collection: string, id: string): HTMLElement | null {
+    return this.feed.querySelector<HTMLElement>(`[data-collection="${CSS.escape(collection)}"][data-id="${CSS.escape(id)}"]`);
+  }
+
+  /** The newest records of a stream, so the feed is not empty before the first push. */
+  private async backlog(stream: Stream): Promise<void> {
     try {
-      const out = await api<SearchOut>("/dashboard/search", { body: { collection, limit: 10 } });
+      const out = await api<SearchOut>("/dashboard/search", { body: { collection: stream.collection, limit: BACKLOG } });
       for (const hit of out.results) {
         // below anything pushed meanwhile: the backlog is older than every push
-        if (this.feed.querySelector(`[data-id="${CSS.escape(hit.id)}"]`)) continue;
-        const match: Match = { type: "match", tweet_id: hit.id, score: 0, payload: { text: hit.text ?? "", user_id: hit.user ?? undefined } };
-        this.add(match, hit.ts ? new Date(hit.ts) : null);
+        if (this.item(stream.collection, hit.id)) continue;
+        const payload: Payload = { ...(hit.payload as Payload), text: hit.text ?? "" };
+        this.add({ stream, id: hit.id, payload, analysis: hit.analysis }, hit.ts ? new Date(hit.ts) : new Date(0));
       }
     } catch (error) {
-      byId("live-empty").textContent = `Cannot read the newest tweets: ${error instanceof Error ? error.message : String(error)}`;
+      this.empty.textContent = `Cannot read the newest ${stream.kind}s: ${error instanceof Error ? error.message : String(error)}`;
     }
   }
 
-  /** Show a tweet: at the top when pushed live (``at`` null), in time order below when from the backlog. */
-  private add(match: Match, at: Date | null = null): void {
-    const existing = this.feed.querySelector<HTMLElement>(`[data-id="${CSS.escape(match.tweet_id)}"]`);
-    existing?.remove();
-    const who = match.payload.username ? `@${match.payload.username}` : match.payload.user_id ?? "";
-    const similar = h("ol", { class: "similar", "aria-label": "Similar tweets" }, h("li", { class: "muted" }, "finding similar…"));
+  /** Show an entry: at the top when pushed live (``at`` null), in time order below when from the backlog. */
+  private add(entry: Entry, at: Date | null = null): void {
+    const { stream, id, payload } = entry;
+    this.item(stream.collection, id)?.remove();
+    const conversation = stream.kind === "conversation";
+    const who = conversation ? payload.author || "anonymous" : payload.username ? `@${payload.username}` : payload.user_id ?? "";
+    const label = conversation ? "Similar conversations" : "Similar tweets";
+    const similar = h("ol", { class: "similar", "aria-label": label }, h("li", { class: "muted" }, "finding similar…"));
     const when = at ?? new Date();
     const item = h(
       "li",
-      { class: at ? "live-item backlog" : "live-item", "data-id": match.tweet_id },
-      h("p", { class: "text" }, match.payload.text ?? ""),
-      h("p", { class: "meta" }, h("span", {}, who), " · ", h("time", { datetime: when.toISOString() }, when.toLocaleString())),
+      {
+        class: at ? `live-item ${stream.kind} backlog` : `live-item ${stream.kind}`,
+        "data-id": id,
+        "data-collection": stream.collection,
+        "data-kind": stream.kind,
+        "data-ts": String(when.getTime()),
+      },
+      h("p", { class: "text" }, payload.text ?? ""),
+      h(
+        "p",
+        { class: "meta" },
+        h("span", { class: `kind ${stream.kind}` }, conversation ? "Conversation" : "Tweet"),
+        " ",
+        h("span", {}, who),
+        " · ",
+        h("time", { datetime: when.toISOString() }, when.toLocaleString()),
+      ),
+      conversation ? h("p", { class: "meta analysis" }, ...analysisLine(entry.analysis)) : null,
       similar,
     );
-    if (at) this.feed.append(item);
+    if (at) this.placeOlder(item, at.getTime());
     else this.feed.prepend(item);
-    byId("live-empty").hidden = true;
+    this.empty.hidden = true;
     while (this.feed.children.length > FEED_SIZE) this.feed.lastElementChild?.remove();
-    void this.similar(match.tweet_id, similar);
+    void this.similar(stream, id, similar);
   }
 
-  private async similar(id: string, target: HTMLElement): Promise<void> {
-    if (!this.config?.tweets) return;
+  /** Backlog entries of several streams arrive in any order: keep them newest first. */
+  private placeOlder(item: HTMLElement, ts: number): void {
+    for (const other of this.feed.querySelectorAll<HTMLElement>(".live-item.backlog")) {
+      if (Number(other.dataset.ts) < ts) {
+        other.before(item);
+        return;
+      }
+    }
+    this.feed.append(item);
+  }
+
+  private async similar(stream: Stream, id: string, target: HTMLElement): Promise<void> {
     try {
-      const out = await api<SearchOut>("/dashboard/search", { body: { collection: this.config.tweets, id, limit: SIMILAR } });
+      const out = await api<SearchOut>("/dashboard/search", { body: { collection: stream.collection, id, limit: SIMILAR } });
       fill(
         target,
         out.results.length
           ? out.results.map((r) => h("li", {}, h("span", { class: "score" }, score(r.score)), " ", r.text ?? r.id))
-          : [h("li", { class: "muted" }, "no similar tweets yet")],
+          : [h("li", { class: "muted" }, `no similar ${stream.kind}s yet`)],
       );
     } catch (error) {
       fill(target, [h("li", { class: "muted" }, error instanceof Error ? error.message : String(error))]);
@@ -189,6 +302,20 @@ export class LiveView implements View {
   }
 }
 
+/** A User Timing mark, once per page load (measured from navigation start). */
+function markOnce(name: string): void {
+  if (!performance.getEntriesByName(name, "mark").length) performance.mark(name);
+}
+
+/** A conversation's sentiment and topic, or that it is still being analysed. */
+function analysisLine(analysis: Analysis | null | undefined): (Node | string)[] {
+  if (!analysis) return [h("span", { class: "pending" }, "analysing…")];
+  const parts: (Node | string)[] = [sentimentBadge(analysis.sentiment, analysis.sentiment_score) ?? ""];
+  if (analysis.cluster) parts.push(" topic ", h("span", { class: "topic" }, analysis.cluster));
+  parts.push(` · confidence ${score(analysis.confidence)}`);
+  return parts;
+}
+
 function resultItem(hit: SearchHit): HTMLLIElement {
   return h(
     "li",
@@ -202,6 +329,7 @@ function resultItem(hit: SearchHit): HTMLLIElement {
       hit.ts ? ` · ${time(hit.ts)}` : "",
       " ",
       sentimentBadge(hit.sentiment?.label, hit.sentiment?.score),
+      hit.analysis?.cluster ? ` · topic ${hit.analysis.cluster}` : "",
     ),
   );
 }

@@ -9,7 +9,8 @@ from fastapi import Depends, Request, WebSocket
 from shoal.services import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async on purpose: FastAPI runs a plain ``def`` dependency on a worker thread, a hop per request.
     services: Services = request.app.state.services
     return services
 

@@ -2,7 +2,8 @@
 sentiment), "more like this" by id, or the newest records when there is no query.
 
 Sentiment is scored by the insights feature's local analyzer (the same model that labels
-conversations); without that feature the sentiment filter is refused.
+conversations); without that feature the sentiment filter is refused. Hits from the insights
+feature's collection also carry their stored analysis (sentiment and topic cluster) once analysed.
 """
 
 from __future__ import annotations
@@ -82,7 +83,15 @@ def _sentiments(services: Services, results: list[Result], same_model: bool) -> 
     return [{"label": s.label, "score": round(s.score, 4)} for s in scored]
 
 
-def _hit(result: Result, sentiment: dict[str, Any] | None) -> dict[str, Any]:
+async def _analyses(services: Services, collection: str, results: list[Result]) -> dict[str, dict[str, Any]] | None:
+    """Stored analyses of conversations among ``results``; ``None`` for another collection."""
+    if collection != feature_collection(services, "insights"):
+        return None
+    briefs: dict[str, dict[str, Any]] = await services.extras["insights"].store.briefs([r.id for r in results])
+    return briefs
+
+
+def _hit(result: Result, sentiment: dict[str, Any] | None, analyses: dict[str, Any] | None) -> dict[str, Any]:
     payload = {k: v for k, v in result.payload.items() if not k.startswith("_")}
     user = next((payload[k] for k in USER_KEYS if payload.get(k)), None)
     return {
@@ -93,13 +102,14 @@ def _hit(result: Result, sentiment: dict[str, Any] | None) -> dict[str, Any]:
         "user": user,
         "payload": payload,
         "sentiment": sentiment,
+        **({} if analyses is None else {"analysis": analyses.get(result.id)}),
     }
 
 
 @router.post("/search")
 async def dashboard_search(body: SearchIn, request: Request, services: ServicesDep) -> dict[str, Any]:
-    """``{"results": [{"id", "score", "text", "ts", "user", "payload", "sentiment"}], "took_ms"}``,
-    best first (newest first without ``text``/``id``)."""
+    """``{"results": [{"id", "score", "text", "ts", "user", "payload", "sentiment", "analysis"?}],
+    "took_ms"}``, best first (newest first without ``text``/``id``); ``analysis`` on conversations."""
     started = time.perf_counter()
     collection = await services.collections.get(body.collection)
     if body.sentiment is not None and "insights" not in services.extras:
@@ -112,7 +122,8 @@ async def dashboard_search(body: SearchIn, request: Request, services: ServicesD
             collection.vector_name, filter=scope, limit=body.limit, order_by="ts", descending=True
         )
         newest = [Result(p.id, 0.0, p.payload.get("_text"), _ts(p.payload.get("ts")), p.payload) for p in points]
-        hits = [{**_hit(r, None), "score": None} for r in newest]
+        analyses = await _analyses(services, body.collection, newest)
+        hits = [{**_hit(r, None, analyses), "score": None} for r in newest]
         return {"results": hits, "took_ms": _ms(started)}
     fetch = min(body.limit * OVERFETCH, 500) if body.sentiment else body.limit
     results = await search(
@@ -128,7 +139,9 @@ async def dashboard_search(body: SearchIn, request: Request, services: ServicesD
     pairs = list(zip(results, _sentiments(services, results, same_model), strict=True))
     if body.sentiment is not None:
         pairs = [(r, s) for r, s in pairs if s is not None and s["label"] == body.sentiment]
-    return {"results": [_hit(r, s) for r, s in pairs[: body.limit]], "took_ms": _ms(started)}
+    pairs = pairs[: body.limit]
+    analyses = await _analyses(services, body.collection, [r for r, _ in pairs])
+    return {"results": [_hit(r, s, analyses) for r, s in pairs], "took_ms": _ms(started)}
 
 
 def _ts(raw: object) -> datetime | None:

@@ -47,6 +47,10 @@ class EmbeddingProvider(abc.ABC):
     async def embed(self, texts: Sequence[str]) -> Vectors:
         """Vectors of shape ``(len(texts), dim)``, each L2-normalised. Raises ``EmbeddingError``."""
 
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text (a cheap estimate is fine); may block, so call it off the event loop."""
+        return [max(1, len(t) // 4) for t in texts]
+
     def count_tokens(self, texts: Sequence[str]) -> int:
-        """Tokens the provider would bill for ``texts`` (a cheap estimate is fine)."""
-        return sum(max(1, len(t) // 4) for t in texts)
+        """Tokens the provider would bill for ``texts``."""
+        return sum(self.token_lengths(texts))

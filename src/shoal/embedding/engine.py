@@ -2,8 +2,9 @@
 
 Callers ``await engine.embed(texts)`` from anywhere. Texts already seen come from the L1 (in-process
 LRU) or the L2 (a ``Cache``: SQLite file or Redis), keyed by ``sha256(model_id + "\\0" + text)``. The
-rest join one bounded queue; a single batcher task collects them for up to ``max_wait_ms`` (or until a
-batch is full), sorts them by length so each batch pads little, and runs the provider batch by batch.
+rest join one bounded queue; a single batcher task takes what is queued (texts that arrive while a batch
+runs form the next one), sorts it by length so each batch pads little, and runs the provider batch by
+batch.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class EmbeddingEngine:
         l1_size: entries kept in process (0 disables L1).
         ttl: seconds a cached vector lives, in L1 and L2.
         batch_size: texts per provider call for a local provider; a remote one gets ``provider.max_batch``.
-        max_wait_ms: how long the first queued text waits for company before its batch runs.
+        max_wait_ms: how long the first text queued on an idle engine waits for company (texts queued
+            while a batch runs form the next batch anyway).
         queue_size: texts waiting for the provider at most; beyond it ``embed`` raises ``Overloaded``.
     """
 
@@ -74,7 +76,7 @@ class EmbeddingEngine:
         l1_size: int = 50_000,
         ttl: float = 30 * 24 * 3600,
         batch_size: int = 32,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 0.0,
         queue_size: int = 20_000,
     ) -> None:
         self.provider = provider
@@ -89,6 +91,8 @@ class EmbeddingEngine:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._l2_write: asyncio.Task[None] | None = None
+        self._provider_free_at = 0.0
         self._stats = EngineStats()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -236,8 +240,11 @@ class EmbeddingEngine:
         self._pending.extend(new)
         if new:
             self._wakeup.set()
-        # shield: one caller giving up must not cancel a vector other callers share.
-        return list(await asyncio.gather(*(asyncio.shield(f) for f in futures)))
+        # asyncio.wait never cancels what it waits on, so one caller giving up leaves a vector other
+        # callers share alone; and it costs one waiter per call, not a shield and a gather per text.
+        if futures:
+            await asyncio.wait(futures)
+        return [f.result() for f in futures]
 
     # -- the batcher -----------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -251,21 +258,49 @@ class EmbeddingEngine:
                 if not fut.done():
                     fut.set_exception(error)
             self._inflight.clear()
+            if self._l2_write is not None:
+                self._l2_write.cancel()  # a cache write only saves work; nobody waits on it
             raise
 
     async def _loop(self) -> None:
         while True:
             await self._wakeup.wait()
             if not self._pending:
+                await self._l2_written()
                 if self._closing:
                     return
-                self._wakeup.clear()
+                if not self._pending:  # a text queued during the write has set the wakeup: keep it
+                    self._wakeup.clear()
                 continue
             await self._gather_batch()
             # The window is bounded so texts queued later still wait only a few batches.
             window = await self._sorted(self._take(self.batch_size * _WINDOW_BATCHES))
-            for start in range(0, len(window), self.batch_size):
-                await self._run_batch(window[start : start + self.batch_size])
+            await self._run_window([window[i : i + self.batch_size] for i in range(0, len(window), self.batch_size)])
+
+    async def _run_window(self, batches: list[list[_Job]]) -> None:
+        """Run ``batches`` in order, keeping the next one queued at the provider while this one's
+        vectors are handed out, so work on the event loop never leaves the model idle."""
+        ahead: asyncio.Task[Vectors] | None = None
+        try:
+            for i, jobs in enumerate(batches):
+                call = ahead or self._start(jobs)
+                ahead = self._start(batches[i + 1]) if i + 1 < len(batches) else None
+                await self._run_batch(jobs, call)
+        finally:
+            if ahead is not None:
+                ahead.cancel()  # only when the batcher itself is being torn down
+
+    def _start(self, jobs: list[_Job]) -> asyncio.Task[Vectors]:
+        return asyncio.create_task(self._provider_call([job.text for job in jobs]), name="shoal-embedding-call")
+
+    async def _provider_call(self, texts: list[str]) -> Vectors:
+        """One provider call, counting only the time the provider was busy with it (calls queue)."""
+        queued = time.perf_counter()
+        vectors = await self.provider.embed(texts)
+        done = time.perf_counter()
+        self._stats.provider_seconds += done - max(queued, self._provider_free_at)
+        self._provider_free_at = done
+        return vectors
 
     async def _gather_batch(self) -> None:
         """Wait until a batch is full or ``max_wait`` passed since the oldest text was queued."""
@@ -288,18 +323,16 @@ class EmbeddingEngine:
         """
         if len(jobs) <= self.batch_size:
             return jobs
-        count = self.provider.count_tokens
-        lengths = await asyncio.to_thread(lambda: [count([job.text]) for job in jobs])
+        lengths = await asyncio.to_thread(self.provider.token_lengths, [job.text for job in jobs])
         order = sorted(range(len(jobs)), key=lengths.__getitem__)
         return [jobs[i] for i in order]
 
     def _take(self, limit: int) -> list[_Job]:
         return [self._pending.popleft() for _ in range(min(limit, len(self._pending)))]
 
-    async def _run_batch(self, jobs: list[_Job]) -> None:
-        started = time.perf_counter()
+    async def _run_batch(self, jobs: list[_Job], call: asyncio.Task[Vectors]) -> None:
         try:
-            vectors = await self.provider.embed([job.text for job in jobs])
+            vectors = await call
         except ShoalError as exc:
             self._fail(jobs, exc)
             return
@@ -307,7 +340,6 @@ class EmbeddingEngine:
             self._fail(jobs, EmbeddingError(f"{self.model_id}: {exc!r}"))
             return
         s = self._stats
-        s.provider_seconds += time.perf_counter() - started
         s.batches += 1
         s.batch_sizes[len(jobs)] += 1
         s.texts_embedded += len(jobs)
@@ -320,10 +352,20 @@ class EmbeddingEngine:
         if self._l1 is not None:
             self._l1.update(items)
         if self.l2 is not None:
-            try:
-                await self.l2.set_many(items, self.ttl)
-            except BackendError as exc:
-                logger.warning("embedding cache write failed", error=str(exc))
+            # The write overlaps the next batch's inference; one write at a time bounds the memory.
+            await self._l2_written()
+            self._l2_write = asyncio.create_task(self._write_l2(self.l2, items), name="shoal-embedding-l2")
+
+    async def _write_l2(self, l2: Cache, items: dict[str, bytes]) -> None:
+        try:
+            await l2.set_many(items, self.ttl)
+        except BackendError as exc:
+            logger.warning("embedding cache write failed", error=str(exc))
+
+    async def _l2_written(self) -> None:
+        if self._l2_write is not None:
+            write, self._l2_write = self._l2_write, None
+            await write
 
     def _fail(self, jobs: list[_Job], exc: ShoalError) -> None:
         for job in jobs:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -73,6 +75,9 @@ class OnnxProvider(EmbeddingProvider):
         models_dir: where the fp32 model is looked for.
         assets_dir: where the int8 model, tokenizer and manifest are (the package's ``assets/``).
         max_batch: texts per forward pass.
+        nice: how much lower than the rest of the process the inference threads run (Linux thread
+            niceness, 0 = same). Under load the event loop then wins the CPU over the model, so
+            202s, searches and pushes stay fast while embedding still gets every idle cycle.
     """
 
     def __init__(
@@ -84,6 +89,7 @@ class OnnxProvider(EmbeddingProvider):
         *,
         assets_dir: Path = ASSETS_DIR,
         max_batch: int = 32,
+        nice: int = 0,
     ) -> None:
         if variant not in ("int8", "fp32"):
             raise ConfigurationError(f"unknown ONNX variant {variant!r} (use 'int8' or 'fp32')")
@@ -95,6 +101,7 @@ class OnnxProvider(EmbeddingProvider):
         self.max_tokens = max_tokens
         self.models_dir = Path(models_dir)
         self.assets_dir = Path(assets_dir)
+        self.nice = nice
         self._executor: ThreadPoolExecutor | None = None
         self._session: Any = None
         self._tokenizer: Any = None
@@ -108,7 +115,9 @@ class OnnxProvider(EmbeddingProvider):
 
     async def open(self) -> None:
         """Verify the artifacts' sha256 and load tokenizer and session (off the event loop)."""
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-onnx")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="shoal-onnx", initializer=_lower_priority, initargs=(self.nice,)
+        )
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
         except BaseException:
@@ -172,10 +181,10 @@ class OnnxProvider(EmbeddingProvider):
         batch = list(texts)
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._embed_sync, batch)
 
-    def count_tokens(self, texts: Sequence[str]) -> int:
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
         if self._tokenizer is None:
-            return super().count_tokens(texts)
-        return sum(len(e.ids) for e in self._tokenizer.encode_batch(list(texts)))
+            return super().token_lengths(texts)
+        return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts))]
 
     def _embed_sync(self, texts: list[str]) -> Vectors:
         encodings = self._tokenizer.encode_batch(texts)
@@ -202,6 +211,21 @@ class OnnxProvider(EmbeddingProvider):
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise EmbeddingError(f"{self.model_id} inference failed: {exc}") from exc
         return _mean_pool_normalise(hidden, mask)
+
+
+def _lower_priority(nice: int) -> None:
+    """Raise the calling thread's niceness by ``nice`` (Linux: per thread, inherited by the threads it starts).
+
+    Runs first on the inference thread, before the session exists, so onnxruntime's intra-op workers,
+    created from this thread, inherit it too.
+    """
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    tid = 0  # 0 = the calling thread on Linux
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(os.getpriority(os.PRIO_PROCESS, tid) + nice, 19))
+    except OSError:  # a sandbox may forbid it; priority is a hint, never a reason to fail
+        return
 
 
 def _mean_pool_normalise(hidden: npt.NDArray[np.float32], mask: npt.NDArray[np.int64]) -> Vectors:

@@ -1,18 +1,20 @@
 """The backfill engine: embeds a collection's records in batches, resumably, straight into the stores.
 
 It runs inside the server process (the only one that may open the embedded stores), driven by the
-admin routes that ``shoal backfill`` follows over HTTP. Records are read in id order (keyset pages),
-embedded while the previous page is written, and written vectors first, record stamp last: the
-stamp is the commit, so a stopped or killed run resumes exactly where it stopped — a rerun selects
-only records still lacking the target model's embedding. ``--force`` re-embeds everything; its
-progress is a cursor in ``Collection.config`` plus the run's start time, so a resumed forced run
-skips what it already stamped.
+admin routes that ``shoal backfill`` follows over HTTP. Three stages overlap: pages are read in id
+order (keyset) and queued on the engine ahead of the writer, so the model never waits for the stores;
+the writer writes every page embedded by then in one go, vectors first, record stamp last (one
+``UPDATE`` of the stamp columns). The stamp is the commit, so a stopped or killed run resumes exactly
+where it stopped — a rerun selects only records still lacking the target model's embedding.
+``--force`` re-embeds everything; its progress is a cursor in ``Collection.config`` plus the run's
+start time, so a resumed forced run skips what it already stamped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -24,7 +26,6 @@ import structlog
 from shoal.collections import Target, targets
 from shoal.embedding.base import Vectors
 from shoal.embedding.engine import EmbeddingEngine
-from shoal.embedops.engines import engine_for
 from shoal.errors import ConfigurationError, EmbeddingError, InvalidInput
 from shoal.pipeline.indexer import embed_patiently, vector_payload, write_lock
 from shoal.records import Collection, Record, Status
@@ -35,7 +36,15 @@ logger = structlog.get_logger(__name__)
 
 CURSOR_KEY = "backfill_cursor"
 _SCAN_PAGE = 1000
-_IN_FLIGHT = 2  # pages embedding while one is written: keeps the model busy during writes
+_AHEAD_BATCHES = 16
+"""Engine batches' worth of texts queued ahead of the writer: two of the windows (8 batches) the
+engine's batcher sorts by length together, so each window it takes is full, and the model never
+waits for a read or a write."""
+_AHEAD_PAGES = (2, 8)
+"""Bounds on the pages queued ahead; the upper one bounds what a stop waits for (pages in flight are
+written) and what a stopped run has paid a remote API for."""
+_WRITE_MAX = 1000
+"""Records at most in one write: pages embedded while the writer was busy are written together."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +137,19 @@ class _Plan:
     engine: EmbeddingEngine
 
 
+@dataclass(frozen=True, slots=True)
+class _Page:
+    """A page in flight: the records it embeds, their vectors to come (or why not), its last id."""
+
+    todo: list[Record]
+    vectors: asyncio.Task[Vectors | Exception] | None
+    last_id: str
+
+    @property
+    def ready(self) -> bool:
+        return self.vectors is None or self.vectors.done()
+
+
 class Backfill:
     """Embeds the records of ``collection`` that ``options`` selects.
 
@@ -150,7 +172,7 @@ class Backfill:
         model = self.options.model or collection.model
         for target in targets(collection):
             if target.model == model and target.role in ("current", "shadow"):
-                return _Plan(collection, target, await engine_for(self._s, model))
+                return _Plan(collection, target, await self._s.engines.get(model))
         raise InvalidInput(
             f"model: {model!r} is neither the current ({collection.model!r}) nor the shadow model of "
             f"{self.collection!r}; switch models with `shoal reembed`"
@@ -211,13 +233,16 @@ class Backfill:
 
     async def _count(self, plan: _Plan, after: str | None) -> int:
         o = self.options
-        if o.since is None and after is None and o.limit is None:
+        if o.since is None and after is None:
+            # from the counts the stores keep; a limit only caps them (candidates come in id order)
             stats = await self._s.records.stats(self.collection)
             if plan.target.role == "current":
-                return stats.total if o.force else stats.total - stats.models.get(plan.target.model, 0)
-            if o.force:
-                return stats.total
-            return max(0, stats.total - await self._s.vectors.count(plan.target.vector_name))
+                found = stats.total if o.force else stats.total - stats.models.get(plan.target.model, 0)
+            elif o.force:
+                found = stats.total
+            else:
+                found = max(0, stats.total - await self._s.vectors.count(plan.target.vector_name))
+            return found if o.limit is None else min(found, o.limit)
         count = 0
         never = asyncio.Event()
         async for page in self._pages(plan, after, _SCAN_PAGE, never):
@@ -282,8 +307,9 @@ class Backfill:
                 report.resumed_after = after
         report.candidates = await self._count(plan, after)
         notify(report)
-        queue: asyncio.Queue[tuple[list[Record], asyncio.Task[Vectors | Exception] | None, str] | None]
-        queue = asyncio.Queue(maxsize=_IN_FLIGHT)
+        low, high = _AHEAD_PAGES
+        ahead = math.ceil(_AHEAD_BATCHES * plan.engine.batch_size / self.options.batch)
+        queue: asyncio.Queue[_Page | None] = asyncio.Queue(maxsize=min(high, max(low, ahead)))
 
         async def produce(tg: asyncio.TaskGroup) -> None:
             try:
@@ -293,17 +319,26 @@ class Backfill:
                     report.processed += len(done)
                     todo = [r for r in page if r.id not in done]
                     task = tg.create_task(self._embed(plan.engine, todo)) if todo else None
-                    await queue.put((todo, task, page[-1].id))
+                    await queue.put(_Page(todo, task, page[-1].id))
             finally:
                 await queue.put(None)
 
         async def consume() -> None:
-            while (item := await queue.get()) is not None:
-                todo, task, last_id = item
-                if task is not None:
-                    await self._write(plan, todo, await task, report)
+            held: list[_Page | None] = []  # taken from the queue, still embedding: the next write's head
+            while (head := held.pop() if held else await queue.get()) is not None:
+                if head.vectors is not None:
+                    await head.vectors
+                pages, size = [head], len(head.todo)
+                while size < _WRITE_MAX and not queue.empty():
+                    page = queue.get_nowait()
+                    if page is None or not page.ready:
+                        held.append(page)
+                        break
+                    pages.append(page)
+                    size += len(page.todo)
+                await self._write(plan, pages, report)
                 if self.options.force and plan.target.role == "current":
-                    await self._save_cursor(plan, last_id, run_started)
+                    await self._save_cursor(plan, pages[-1].last_id, run_started)
                 notify(report)
 
         try:
@@ -331,38 +366,43 @@ class Backfill:
         except (EmbeddingError, ConfigurationError) as exc:
             return exc  # a failed page is reported, not fatal to the run
 
-    async def _write(
-        self, plan: _Plan, page: list[Record], result: Vectors | Exception, report: BackfillReport
-    ) -> None:
-        """Write one embedded page: only records unchanged since they were read (a newer version
-        written by the indexer meanwhile wins), vectors first, the record stamp last."""
+    async def _write(self, plan: _Plan, pages: list[_Page], report: BackfillReport) -> None:
+        """Write embedded pages: only records unchanged since they were read (a newer version written
+        by the indexer meanwhile wins), vectors first, the record stamp last."""
+        ids = [r.id for page in pages for r in page.todo]
+        if not ids:
+            return  # every record of these pages was done already
         async with write_lock(self._s, self.collection):
-            fresh = {r.id: r for r in await self._s.records.get(self.collection, [r.id for r in page])}
-            unchanged = [
-                i for i, r in enumerate(page) if (f := fresh.get(r.id)) is not None and f.updated_at == r.updated_at
-            ]
-            report.skipped += len(page) - len(unchanged)
-            report.processed += len(page)
-            if isinstance(result, Exception):
-                await self._mark_failed(plan, [page[i] for i in unchanged], str(result), report)
-                return
-            points = [Point(page[i].id, result[i].tolist(), vector_payload(page[i])) for i in unchanged]
+            versions = await self._s.records.versions(self.collection, ids)
+            written: list[Record] = []
+            points: list[Point] = []
+            for page in pages:
+                result = page.vectors.result() if page.vectors is not None else None
+                unchanged = [i for i, r in enumerate(page.todo) if r.id in versions and versions[r.id] == r.updated_at]
+                report.skipped += len(page.todo) - len(unchanged)
+                report.processed += len(page.todo)
+                if isinstance(result, Exception):
+                    await self._mark_failed(plan, [page.todo[i] for i in unchanged], str(result), report)
+                elif result is not None:
+                    rows = result.tolist()
+                    for i in unchanged:
+                        record = page.todo[i]
+                        written.append(record)
+                        points.append(Point(record.id, rows[i], vector_payload(record)))
             await self._s.vectors.upsert(plan.target.vector_name, points)
-            if plan.target.role == "current":
-                now = datetime.now(UTC)
-                stamped = [
-                    dataclasses.replace(
-                        page[i],
-                        status=Status.EMBEDDED,
-                        embedding_model=plan.engine.model_id,
-                        embedding_dim=plan.engine.dim,
-                        embedded_at=now,
-                        error=None,
-                    )
-                    for i in unchanged
-                ]
-                await self._s.records.upsert(stamped)
-            report.succeeded += len(unchanged)
+            if plan.target.role != "current":
+                report.succeeded += len(written)
+                return
+            stamped = await self._s.records.mark_embedded(
+                self.collection,
+                {r.id: r.updated_at for r in written if r.updated_at is not None},
+                model=plan.engine.model_id,
+                dim=plan.engine.dim,
+                at=datetime.now(UTC),
+            )
+            # fewer only if another process wrote one of them since the check (its version wins)
+            report.succeeded += len(stamped)
+            report.skipped += len(written) - len(stamped)
 
     async def _mark_failed(self, plan: _Plan, records: list[Record], error: str, report: BackfillReport) -> None:
         report.failed += len(records)

@@ -1,4 +1,4 @@
-"""``EmbedOpsFeature``: engines per model, backfill and switch jobs, the delta scheduler, coverage gauges."""
+"""``EmbedOpsFeature``: backfill and switch jobs, the delta scheduler, coverage gauges."""
 
 from __future__ import annotations
 
@@ -7,24 +7,19 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-import structlog
 from fastapi import APIRouter
 from prometheus_client import Counter, Gauge
 
 from shoal.bus.base import Subscription
-from shoal.collections import targets
 from shoal.embedops.coverage import coverage
-from shoal.embedops.engines import ENGINES_KEY, EngineRegistry
 from shoal.embedops.jobs import Jobs
 from shoal.embedops.reembed import COLLECTIONS_CHANNEL
 from shoal.embedops.routes import FEATURE, router
 from shoal.embedops.scheduler import Scheduler
 from shoal.embedops.settings import EmbedOpsSettings
-from shoal.errors import BackendError, ShoalError
+from shoal.errors import BackendError
 from shoal.feature import Feature
 from shoal.services import Services
-
-logger = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +27,6 @@ class EmbedOpsState:
     """What the routes find on ``services.extras["embedops"]``."""
 
     settings: EmbedOpsSettings
-    engines: EngineRegistry
     jobs: Jobs
     scheduler: Scheduler
 
@@ -87,9 +81,6 @@ class EmbedOpsFeature(Feature):
 
     async def start(self, services: Services, stack: AsyncExitStack) -> None:
         settings = self._settings or EmbedOpsSettings()
-        engines = await stack.enter_async_context(EngineRegistry(services.settings, services.engine))
-        services.extras[ENGINES_KEY] = engines
-        await self._open_engines(services, engines)
         gauges = CoverageGauges(services)
         services.metrics.on_scrape(gauges.refresh)
         scheduler = Scheduler(
@@ -101,7 +92,7 @@ class EmbedOpsFeature(Feature):
             requeued=gauges.requeued,
         )
         jobs = Jobs(services.tasks)
-        services.extras[self.name] = EmbedOpsState(settings, engines, jobs, scheduler)
+        services.extras[self.name] = EmbedOpsState(settings, jobs, scheduler)
         subscribed = services.bus.subscribe(COLLECTIONS_CHANNEL, maxsize=1000)
         subscription = await stack.enter_async_context(subscribed)
         follower = services.tasks.spawn(self._follow_collections(services, subscription), name="embedops-collections")
@@ -116,16 +107,6 @@ class EmbedOpsFeature(Feature):
             stack.push_async_callback(stop_scheduler)
         # closed before the engines and stores: running jobs write what they embedded, then end
         stack.push_async_callback(jobs.stop_all, services.settings.drain_timeout_s)
-
-    async def _open_engines(self, services: Services, engines: EngineRegistry) -> None:
-        """Open the engine of every model a collection searches or writes, so the first request
-        does not pay for loading it. A model that cannot open now is opened on first use."""
-        for collection in services.collections.list():
-            for target in targets(collection):
-                try:
-                    await engines.get(target.model)
-                except ShoalError as exc:
-                    logger.warning("cannot open an embedding engine yet", model=target.model, error=str(exc))
 
     @staticmethod
     async def _follow_collections(services: Services, subscription: Subscription) -> None:

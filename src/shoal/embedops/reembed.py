@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 import structlog
 
 from shoal.embedops.backfill import Backfill, BackfillOptions, BackfillReport
-from shoal.embedops.engines import engine_for
 from shoal.pipeline.indexer import write_lock
 from shoal.records import Collection, Status
 from shoal.services import Services
@@ -61,7 +60,7 @@ async def reembed(
     Setting ``stop`` ends the current pass cleanly and promotes nothing; a rerun resumes.
     """
     stop_event = stop or asyncio.Event()
-    engine = await engine_for(services, model)
+    engine = await services.engines.get(model)
     await services.collections.start_shadow(collection, engine.model_id, engine.dim)
     await announce(services, collection)
     report: BackfillReport | None = None
@@ -111,7 +110,7 @@ async def drop_previous(services: Services, collection: str) -> Collection:
 async def restamp(services: Services, collection: str, old_model: str, current: Collection) -> int:
     """Stamp records embedded by ``old_model`` with the collection's current model (their vectors
     are already in its vector collection). Returns how many records changed."""
-    engine = await engine_for(services, current.model)
+    engine = await services.engines.get(current.model)
     after: str | None = None
     changed = 0
     while True:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 FEATURE = "embedops"
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     """With auth on, only admins (admin API keys or the admin JWT claim) may run these."""
     services: Services = request.app.state.services
     if not services.settings.auth_enabled:

@@ -4,27 +4,37 @@ Each cluster keeps the *sum* of its members' unit vectors, so its centroid is ``
 cohesion (mean cosine of members to the centroid) is ``|sum| / size`` — both exact and O(d) to update.
 
 - **assign**: a vector joins the nearest cluster when their cosine is at least ``join``; otherwise it
-  starts a new cluster (DP-means style), so new topics appear as soon as they are seen.
+  starts a new cluster (DP-means style), so new topics appear as soon as they are seen. Vectors are
+  assigned in order, each seeing the centroids as the previous ones left them, but a batch costs one
+  matrix product against the centroids and one Gram matrix: a centroid's similarities to the rest of
+  the batch are updated from ``sum·v`` and ``|sum|²`` in O(batch) as it absorbs a member.
 - **merge**: two clusters whose centroids reach ``merge`` cosine become one (sums and counts add).
 - **split**: a cluster of at least ``split_min`` members whose cohesion fell below ``split_below`` is
   split in two by 2-means over a bounded reservoir sample of its members.
-- **cap**: past ``max_clusters`` the closest pair is merged; singletons that never grew are dropped
-  first when the cap bites (they are noise, not topics).
+- **cap**: past ``max_clusters`` the smallest clusters are folded into their nearest neighbours.
 
-Labels are snake_case from each cluster's most distinctive terms (class-based TF-IDF, c-TF-IDF).
-The whole state round-trips through ``ClusterState`` rows so it survives restarts.
+Labels are snake_case from each cluster's most distinctive terms (class-based TF-IDF, c-TF-IDF),
+recomputed when a cluster has grown by a quarter, not on every member. The state is bounded whatever
+the stream's length: at most ``max_clusters`` clusters (plus one batch's new ones until the cap), each
+with ``reservoir_size`` vectors, ≤ 2 × ``max_terms`` term counts and 3 examples, and ≤ ``max_vocabulary``
+document frequencies. It round-trips through ``insight_clusters`` rows so it survives restarts.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import ThreadpoolController
 
 Vector = npt.NDArray[np.float32]
 
@@ -41,12 +51,35 @@ _STOPWORDS_TEXT = """a about above after again against all am an and any are are
     cant get got also still one would could like please thanks thank hi hello hey yes yet via amp really
     need want know going just even since ever every much many way back make made us new see sure well"""
 STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
+TOP_TERMS = 8
+"""Distinctive terms kept per cluster (``top_terms``); the label is made of the first two."""
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def one_blas_thread() -> AbstractContextManager[object]:
+    """BLAS limited to one thread while in the block. The analyzer's products are too small to gain
+    from more, and OpenBLAS's workers spin while they wait: on two shared cores they burned more CPU
+    than the product itself (2-3× the analyzer's CPU time per conversation) and stalled under load.
+    OpenBLAS has one process-wide setting, so other threads' products in the block run on one thread too."""
+    limiter: AbstractContextManager[object] = _blas().limit(limits=1, user_api="blas")
+    return limiter
 
 
 def terms_of(text: str) -> list[str]:
     """Content words of ``text`` (lower-cased, no mentions, URLs, numbers or stop words)."""
     cleaned = _NOISE.sub(" ", text.lower())
-    return [w.strip("'") for w in _WORD.findall(cleaned) if w.strip("'") not in STOPWORDS]
+    words = _WORD.findall(cleaned)
+    if "'" in cleaned:
+        words = [w.strip("'") for w in words]
+    return [w for w in words if w not in STOPWORDS]
+
+
+def _no_vectors() -> Vector:
+    return np.zeros((0, 0), dtype=np.float32)
 
 
 @dataclass
@@ -58,24 +91,23 @@ class Cluster:
     size: int
     terms: Counter[str] = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
-    reservoir: list[Vector] = field(default_factory=list)
+    reservoir: Vector = field(default_factory=_no_vectors)
+    """Up to ``reservoir_size`` member vectors, shape ``(k, dim)`` (a uniform sample, for splits)."""
     seen: int = 0
     """Members offered to the reservoir (for reservoir sampling)."""
     label: str = ""
     labelled_at: int = 0
     """Size when the label was last computed (labels are refreshed as the cluster grows by 25 %)."""
-    _unit: Vector | None = field(default=None, repr=False)
-
-    def changed(self) -> None:
-        """Call after ``total`` changes (the centroid is cached)."""
-        self._unit = None
+    top: list[str] = field(default_factory=list)
+    """The ``TOP_TERMS`` most distinctive terms as of ``labelled_at``."""
+    saved_at: int = 0
+    """Size when ``terms`` and ``reservoir`` were last persisted (the store saves them as it grows)."""
 
     @property
     def centroid(self) -> Vector:
-        if self._unit is None:
-            norm = math.sqrt(float(self.total @ self.total))
-            self._unit = (self.total / norm if norm else self.total).astype(np.float32)
-        return self._unit
+        norm = math.sqrt(float(self.total @ self.total))
+        unit: Vector = (self.total / norm if norm else self.total).astype(np.float32)
+        return unit
 
     @property
     def cohesion(self) -> float:
@@ -95,7 +127,7 @@ def _follow(remap: dict[int, int], cid: int) -> int:
 class Assignment:
     cluster_id: int
     similarity: float
-    """Cosine between the vector and its cluster's centroid at assignment time."""
+    """Cosine between the vector and its cluster's centroid after the batch."""
 
 
 class OnlineClusterer:
@@ -115,6 +147,7 @@ class OnlineClusterer:
         max_clusters: int = 300,
         reservoir_size: int = 64,
         max_terms: int = 400,
+        max_vocabulary: int = 100_000,
         seed: int = 0,
     ) -> None:
         self.dim = dim
@@ -125,9 +158,11 @@ class OnlineClusterer:
         self.max_clusters = max_clusters
         self.reservoir_size = reservoir_size
         self.max_terms = max_terms
+        self.max_vocabulary = max_vocabulary
         self._rng = np.random.default_rng(seed)
         self.clusters: dict[int, Cluster] = {}
         self._next_id = 1
+        # row r of _matrix is the centroid of cluster _ids[r]; every cluster has a current row
         self._ids: list[int] = []
         self._rows: dict[int, int] = {}
         self._matrix: Vector = np.zeros((16, dim), dtype=np.float32)
@@ -144,14 +179,26 @@ class OnlineClusterer:
         for cluster in self.clusters.values():
             self.term_totals.update(cluster.terms)
         self._next_id = max(self.clusters, default=0) + 1
-        self._rebuild()
-
-    def _rebuild(self) -> None:
         self._ids = list(self.clusters)
         self._rows = {cid: row for row, cid in enumerate(self._ids)}
         self._matrix = np.zeros((max(16, 2 * len(self._ids)), self.dim), dtype=np.float32)
-        for row, cid in enumerate(self._ids):
-            self._matrix[row] = self.clusters[cid].centroid
+        self._set_centroids(list(self.clusters.values()))
+
+    def _rebuild(self) -> None:
+        """Drop the rows of removed clusters (their order is kept)."""
+        ids = list(self.clusters)
+        rows = [self._rows[cid] for cid in ids]
+        matrix = np.zeros((max(16, 2 * len(ids)), self.dim), dtype=np.float32)
+        matrix[: len(ids)] = self._matrix[rows]
+        self._matrix, self._ids = matrix, ids
+        self._rows = {cid: row for row, cid in enumerate(ids)}
+
+    def _set_centroids(self, clusters: Sequence[Cluster]) -> None:
+        if not clusters:
+            return
+        totals = np.stack([c.total for c in clusters])
+        norms = np.linalg.norm(totals, axis=1, keepdims=True)
+        self._matrix[[self._rows[c.id] for c in clusters]] = totals / np.where(norms > 0, norms, 1.0)
 
     @property
     def _active(self) -> Vector:
@@ -169,89 +216,154 @@ class OnlineClusterer:
     def add(self, vectors: Vector, texts: Sequence[str]) -> list[Assignment]:
         """Assign each vector (in order), then merge, split and cap. Returns the final cluster of each
         vector after merges/splits, with its similarity to that cluster's centroid."""
+        if len(vectors) != len(texts):
+            raise ValueError(f"{len(vectors)} vectors for {len(texts)} texts")
+        with one_blas_thread():
+            return self._add(np.ascontiguousarray(vectors, dtype=np.float32), texts)
+
+    def _add(self, batch: Vector, texts: Sequence[str]) -> list[Assignment]:
         before = set(self.dirty)
         self.dirty.clear()
-        members: list[int] = []
-        for vector, text in zip(vectors, texts, strict=True):
-            found = self.nearest(vector)
-            if found is None or found.similarity < self.join:
-                cluster = self._create(vector.astype(np.float64), 0)
-            else:
-                cluster = self.clusters[found.cluster_id]
-            self._absorb(cluster, vector, text)
-            members.append(cluster.id)
+        members = self._assign(batch) if len(batch) else []
+        self._grow(batch, texts, members)
         remap = self._merge_pass(set(members))
         remap.update(self._split_pass({_follow(remap, i) for i in members}))
         remap.update(self._cap())
         self._relabel()
         self.dirty |= before
-        out = []
-        for vector, cid in zip(vectors, members, strict=True):
-            cid = _follow(remap, cid)
+        final = [_follow(remap, cid) for cid in members]
+        kept = [i for i, cid in enumerate(final) if cid in self.clusters]
+        rows = self._matrix[[self._rows[final[i]] for i in kept]]
+        sims = np.einsum("ij,ij->i", batch[kept], rows).tolist()
+        out: list[Assignment | None] = [None] * len(final)
+        for i, sim in zip(kept, sims, strict=True):
+            out[i] = Assignment(final[i], sim)
+        for i, cid in enumerate(final):
             if cid not in self.clusters:  # its cluster was split: the closer half
-                found = self.nearest(vector)
-                assert found is not None
-                out.append(found)
+                out[i] = self.nearest(batch[i])
+        return [a for a in out if a is not None]
+
+    def _assign(self, batch: Vector) -> list[int]:
+        """Each vector's cluster id, in order; creates the new clusters (empty: ``_grow`` fills them)."""
+        n, known = len(batch), len(self._ids)
+        # sims[i, c]: cosine of vector i to column c's centroid as it is now; columns past ``known``
+        # are the clusters this batch starts
+        sims = np.empty((n, known + n), dtype=np.float64)
+        if known:
+            sims[:, :known] = batch @ self._active.T
+        gram = (batch @ batch.T).astype(np.float64)  # symmetric: row i is column i, contiguous
+        norms = np.diagonal(gram).tolist()
+        dots: dict[int, npt.NDArray[np.float64]] = {}  # column → batch · sum
+        squares: dict[int, float] = {}  # column → |sum|²
+        columns: list[int] = []
+        width, join = known, self.join
+        for i in range(n):
+            j = -1
+            if width:
+                row = sims[i, :width]
+                j = int(row.argmax())
+                if row.item(j) < join:
+                    j = -1
+            if j < 0:
+                j, width = width, width + 1
+                dot, square = gram[i].copy(), norms[i]
             else:
-                out.append(Assignment(cid, float(self._active[self._rows[cid]] @ vector)))
-        return out
+                found = dots.get(j)
+                if found is None:
+                    total = self.clusters[self._ids[j]].total
+                    square = float(total @ total)
+                    dot = sims[:, j] * math.sqrt(square)
+                else:
+                    dot, square = found, squares[j]
+                square += 2.0 * dot.item(i) + norms[i]
+                dot += gram[i]
+            dots[j], squares[j] = dot, square
+            sims[:, j] = dot / math.sqrt(square)
+            columns.append(j)
+        ids = list(self._ids)
+        for _ in range(known, width):
+            ids.append(self._create(np.zeros(self.dim), 0).id)
+        return [ids[j] for j in columns]
 
     def _create(self, total: npt.NDArray[np.float64], size: int) -> Cluster:
-        cluster = Cluster(id=self._next_id, total=total.copy(), size=size)
+        cluster = Cluster(id=self._next_id, total=total.astype(np.float64), size=size)
         self._next_id += 1
         self.clusters[cluster.id] = cluster
         if len(self._ids) == len(self._matrix):
             self._matrix = np.vstack([self._matrix, np.zeros_like(self._matrix)])
         self._rows[cluster.id] = len(self._ids)
         self._ids.append(cluster.id)
-        self._matrix[self._rows[cluster.id]] = cluster.centroid
+        norm = math.sqrt(float(cluster.total @ cluster.total))
+        self._matrix[self._rows[cluster.id]] = cluster.total / norm if norm else 0.0
         self.dirty.add(cluster.id)
         return cluster
 
-    def _absorb(self, cluster: Cluster, vector: Vector, text: str) -> None:
-        if cluster.size:
-            cluster.total += vector
-            cluster.changed()
-        cluster.size += 1
-        cluster.seen += 1
-        terms = set(terms_of(text))
-        cluster.terms.update(terms)
-        self.term_totals.update(terms)
-        if len(self.term_totals) > 200_000:
-            self.term_totals = Counter(dict(self.term_totals.most_common(100_000)))
-        if len(cluster.terms) > 2 * self.max_terms:
-            cluster.terms = Counter(dict(cluster.terms.most_common(self.max_terms)))
-        if len(cluster.examples) < 3:
-            cluster.examples.append(text[:280])
-        if len(cluster.reservoir) < self.reservoir_size:
-            cluster.reservoir.append(vector.astype(np.float32))
-        else:
-            slot = int(self._rng.integers(cluster.seen))
-            if slot < self.reservoir_size:
-                cluster.reservoir[slot] = vector.astype(np.float32)
-        self._matrix[self._rows[cluster.id]] = cluster.centroid
-        self.dirty.add(cluster.id)
+    def _grow(self, batch: Vector, texts: Sequence[str], members: Sequence[int]) -> None:
+        """Add the batch's members to their clusters: sums, counts, terms, examples, reservoirs."""
+        draws = self._rng.random(len(members)).tolist()
+        groups: dict[int, list[int]] = {}
+        for i, cid in enumerate(members):
+            groups.setdefault(cid, []).append(i)
+        # interned: the same term is then one string object in every cluster's counts
+        term_sets = [set(map(sys.intern, terms_of(text))) for text in texts]
+        self.term_totals.update(chain.from_iterable(term_sets))
+        if len(self.term_totals) > 2 * self.max_vocabulary:
+            self.term_totals = Counter(dict(self.term_totals.most_common(self.max_vocabulary)))
+        wide = batch.astype(np.float64)
+        touched = []
+        for cid, idx in groups.items():
+            cluster = self.clusters[cid]
+            cluster.total += wide[idx[0]] if len(idx) == 1 else wide[idx].sum(axis=0)
+            cluster.size += len(idx)
+            cluster.terms.update(chain.from_iterable(term_sets[i] for i in idx))
+            if len(cluster.terms) > 2 * self.max_terms:
+                cluster.terms = Counter(dict(cluster.terms.most_common(self.max_terms)))
+            for i in idx[: max(0, 3 - len(cluster.examples))]:
+                cluster.examples.append(texts[i][:280])
+            self._sample(cluster, batch, idx, draws)
+            touched.append(cluster)
+        self._set_centroids(touched)
+        self.dirty.update(groups)
 
-    def _combine(self, keep: Cluster, gone: Cluster) -> None:
-        keep.total += gone.total
-        keep.changed()
-        keep.size += gone.size
-        keep.seen += gone.seen
-        keep.terms.update(gone.terms)
-        keep.examples = (keep.examples + gone.examples)[:3]
-        if gone.size * 4 > keep.size:
-            keep.label = ""  # a real merge: the topic changed; a small absorption waits for growth
-        pool = keep.reservoir + gone.reservoir
+    def _sample(self, cluster: Cluster, batch: Vector, idx: list[int], draws: list[float]) -> None:
+        """Offer the members ``idx`` to the cluster's reservoir (Algorithm R, in order); ``draws[i]``
+        is member ``i``'s uniform random number."""
+        free = max(0, self.reservoir_size - len(cluster.reservoir))
+        if free:
+            fill = batch[idx[:free]]
+            cluster.reservoir = np.vstack([cluster.reservoir, fill]) if len(cluster.reservoir) else fill
+        seen = cluster.seen + min(free, len(idx))
+        for i in idx[free:]:
+            # a later member replaces a random slot with probability size / (members offered so far)
+            seen += 1
+            slot = int(draws[i] * seen)
+            if slot < self.reservoir_size:
+                cluster.reservoir[slot] = batch[i]
+        cluster.seen += len(idx)
+
+    def _fold(self, keep: Cluster, gone: Sequence[Cluster]) -> None:
+        """Fold the ``gone`` clusters into ``keep`` (sums, counts, terms, examples, reservoir). The
+        caller refreshes ``keep``'s centroid row (``_set_centroids``), once for all its folds."""
+        for other in gone:
+            keep.total += other.total
+            keep.size += other.size
+            keep.seen += other.seen
+            keep.terms.update(other.terms)
+            if other.size * 4 > keep.size:
+                keep.label = ""  # a real merge: the topic changed; a small absorption waits for growth
+            del self.clusters[other.id]
+            self.removed.add(other.id)
+            self.dirty.discard(other.id)
+        keep.examples = (keep.examples + [e for other in gone for e in other.examples])[:3]
+        parts = [c for c in (keep, *gone) if len(c.reservoir)]
+        pool = np.vstack([c.reservoir for c in parts]) if len(parts) > 1 else (parts or [keep])[0].reservoir
         if len(pool) > self.reservoir_size:
-            # keep each member's chance proportional to the size of the cluster it came from
-            weights = np.array([keep.size / len(keep.reservoir)] * len(keep.reservoir)
-                               + [gone.size / len(gone.reservoir)] * len(gone.reservoir))
-            picks = self._rng.choice(len(pool), self.reservoir_size, replace=False, p=weights / weights.sum())
-            pool = [pool[int(i)] for i in picks]
+            # weighted sampling without replacement (Efraimidis–Spirakis): each vector stands for
+            # size / len(reservoir) members of the cluster it came from
+            weights = np.concatenate([np.full(len(c.reservoir), c.size / len(c.reservoir)) for c in parts])
+            keys = self._rng.random(len(pool)) ** (1.0 / weights)
+            pool = pool[np.sort(np.argpartition(-keys, self.reservoir_size)[: self.reservoir_size])]
         keep.reservoir = pool
-        del self.clusters[gone.id]
-        self.removed.add(gone.id)
-        self.dirty.discard(gone.id)
         self.dirty.add(keep.id)
 
     def _merge_pass(self, touched: set[int]) -> dict[int, int]:
@@ -263,6 +375,7 @@ class OnlineClusterer:
             sims[np.arange(len(rows)), rows] = -1.0
             best = sims.argmax(axis=1)
             merged: set[int] = set()
+            keeps: list[Cluster] = []
             for r in np.argsort(-sims[np.arange(len(rows)), best]):
                 a, b = self._ids[rows[r]], self._ids[int(best[r])]
                 if sims[r, best[r]] < self.merge_at:
@@ -272,23 +385,25 @@ class OnlineClusterer:
                 keep, gone = (self.clusters[a], self.clusters[b])
                 if gone.size > keep.size:
                     keep, gone = gone, keep
-                self._combine(keep, gone)
+                self._fold(keep, [gone])
+                keeps.append(keep)
                 remap[gone.id] = keep.id
                 merged |= {a, b}
             if merged:
+                self._set_centroids(keeps)
                 self._rebuild()
             touched = {i for i in merged if i in self.clusters}
         return remap
 
     def _split_pass(self, touched: set[int]) -> dict[int, int]:
         remap: dict[int, int] = {}
-        for cid in touched:
+        for cid in sorted(touched):
             cluster = self.clusters.get(cid)
             if cluster is None or cluster.size < self.split_min or cluster.cohesion >= self.split_below:
                 continue
             if len(cluster.reservoir) < 8:
                 continue
-            halves = self._two_means(np.stack(cluster.reservoir))
+            halves = self._two_means(cluster.reservoir)
             if halves is None:
                 continue
             del self.clusters[cid]
@@ -300,11 +415,12 @@ class OnlineClusterer:
                 mean = part.mean(axis=0).astype(np.float64)
                 size = max(1, round(cluster.size * share))
                 child = self._create(mean * size, size)
-                child.reservoir = list(part)
+                child.reservoir = part
                 child.seen = size
                 child.terms = Counter({t: max(1, round(n * share)) for t, n in cluster.terms.items()})
                 child.examples = cluster.examples[:3]
-        self._rebuild()
+        if remap:
+            self._rebuild()
         return remap
 
     def _two_means(self, points: Vector, rounds: int = 10) -> tuple[Vector, Vector] | None:
@@ -327,17 +443,20 @@ class OnlineClusterer:
         excess = len(self.clusters) - self.max_clusters
         if excess <= 0:
             return remap
-        self._rebuild()
+        if len(self._ids) != len(self.clusters):
+            self._rebuild()
         sizes = np.array([self.clusters[i].size for i in self._ids])
-        order = np.argsort(sizes, kind="stable")
-        gone_rows = set(int(r) for r in order[:excess])
-        sims = self._active[list(gone_rows)] @ self._active.T
-        sims[:, list(gone_rows)] = -2.0  # never fold into another cluster that is going away
-        for r, row in enumerate(gone_rows):
+        gone_rows = np.argsort(sizes, kind="stable")[:excess]
+        sims = self._active[gone_rows] @ self._active.T
+        sims[:, gone_rows] = -2.0  # never fold into another cluster that is going away
+        into: dict[int, list[Cluster]] = {}
+        for row, target in zip(gone_rows.tolist(), sims.argmax(axis=1).tolist(), strict=True):
             gone = self.clusters[self._ids[row]]
-            keep = self.clusters[self._ids[int(np.argmax(sims[r]))]]
-            self._combine(keep, gone)
-            remap[gone.id] = keep.id
+            into.setdefault(self._ids[target], []).append(gone)
+            remap[gone.id] = self._ids[target]
+        for keep, folded in into.items():
+            self._fold(self.clusters[keep], folded)
+        self._set_centroids([self.clusters[keep] for keep in into])
         self._rebuild()
         return remap
 
@@ -348,7 +467,8 @@ class OnlineClusterer:
             cluster = self.clusters.get(cid)
             # c-TF-IDF over hundreds of terms is the costly part: refresh as the cluster grows, not per member
             if cluster is not None and (not cluster.label or cluster.size >= cluster.labelled_at * 1.25 + 1):
-                cluster.label = self.label_of(cluster)
+                cluster.top = self.top_terms(cluster, TOP_TERMS)
+                cluster.label = self._label(cluster.id, cluster.top)
                 cluster.labelled_at = cluster.size
 
     def top_terms(self, cluster: Cluster, k: int = 5) -> list[str]:
@@ -360,12 +480,16 @@ class OnlineClusterer:
         mass = self._mass or totals.total() / max(1, len(self.clusters))
         own = cluster.terms.total()
         # the winners are among the most frequent terms: score those only
-        candidates = cluster.terms.most_common(50)
+        candidates = cluster.terms.most_common(50) if len(cluster.terms) > 50 else cluster.terms.items()
         scored = [((n / own) * math.log(1 + mass / max(n, totals[t])), t) for t, n in candidates]
         # ties broken alphabetically: labels must not depend on hash-seeded set order
         return [t for _, t in sorted(scored, key=lambda st: (-st[0], st[1]))[:k]]
 
     def label_of(self, cluster: Cluster) -> str:
-        terms = [re.sub(r"[^a-z0-9]+", "_", t).strip("_") for t in self.top_terms(cluster, 2)]
+        return self._label(cluster.id, self.top_terms(cluster, 2))
+
+    @staticmethod
+    def _label(cid: int, top: Sequence[str]) -> str:
+        terms = [re.sub(r"[^a-z0-9]+", "_", t).strip("_") for t in top[:2]]
         terms = [t for t in terms if t]
-        return "_".join(terms) if terms else f"topic_{cluster.id}"
+        return "_".join(terms) if terms else f"topic_{cid}"

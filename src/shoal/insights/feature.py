@@ -54,15 +54,11 @@ class InsightsFeature(Feature):
         llm = self._llm or LLMSettings()
         await services.collections.ensure(settings.collection)
         store = await stack.enter_async_context(InsightsStore(services.settings.resolved_database_url))
-        clusterer = OnlineClusterer(
-            services.engine.dim,
-            join=settings.cluster_join,
-            merge=settings.cluster_merge,
-            split_below=settings.cluster_split_below,
-            split_min=settings.cluster_split_min,
-            max_clusters=settings.max_clusters,
-        )
+        clusterer = OnlineClusterer(services.engine.dim, **settings.clusterer_options())
         clusterer.load(await store.load_clusters(services.engine.dim))
+        # batches save the clusters' bulky samples only as they grow: write what is left at shutdown
+        # (after the processors stopped, before the store closes)
+        stack.push_async_callback(store.save_clusters, clusterer, full=True)
         sentiment = SentimentAnalyzer(
             head=SentimentHead.load() if settings.use_head else None,
             positive_threshold=settings.positive_threshold,
@@ -98,6 +94,7 @@ class InsightsFeature(Feature):
                 retry_delay_s=state.settings.retry_delay_s,
                 analyzed=Counter("shoal_insights_analyzed", "Conversations analysed", registry=registry),
                 failures=Counter("shoal_insights_failures", "Failed conversation analyses", registry=registry),
+                bus=services.bus,
             ),
         )
 

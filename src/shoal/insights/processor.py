@@ -4,7 +4,8 @@ Ingestion never waits for it: ``POST /api/v1/conversations`` returns once the lo
 batch is first recorded as ``pending`` (so it is visible and never lost), then analysed. A failed
 analysis (embedding engine or LLM *and* local fallback down, store error) counts an attempt and raises,
 so the runner replays the batch after ``retry_delay_s``; past ``max_attempts`` a conversation is marked
-``failed`` with its error and the batch moves on.
+``failed`` with its error and the batch moves on. Each analysed batch is announced on the bus
+(``ANALYZED_CHANNEL``), so live views (``WS /ws`` standing queries, the dashboard) show it at once.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ import structlog
 from prometheus_client import Counter
 
 from shoal.errors import ShoalError
-from shoal.ingest import RECORDS_TOPIC
-from shoal.insights.analyzer import Analyzer
+from shoal.ingest import ANALYZED_CHANNEL, RECORDS_TOPIC
+from shoal.insights.analyzer import Analysis, Analyzer, brief
 from shoal.insights.clusters import OnlineClusterer
 from shoal.insights.store import Conversation, InsightsStore
 from shoal.log import Message
 from shoal.pipeline.processor import Processor
 
 if TYPE_CHECKING:
+    from shoal.bus import Bus
     from shoal.embedding.engine import EmbeddingEngine
 
 logger = structlog.get_logger(__name__)
@@ -62,6 +64,7 @@ class InsightsProcessor(Processor):
         retry_delay_s: float = 2.0,
         analyzed: Counter | None = None,
         failures: Counter | None = None,
+        bus: Bus | None = None,
     ) -> None:
         self.collection = collection
         self.engine = engine
@@ -73,6 +76,7 @@ class InsightsProcessor(Processor):
         self.retry_delay_s = retry_delay_s
         self._analyzed = analyzed
         self._failures = failures
+        self._bus = bus
 
     async def handle(self, messages: Sequence[Message]) -> None:
         latest: dict[str, Conversation] = {}
@@ -103,3 +107,18 @@ class InsightsProcessor(Processor):
             return
         if self._analyzed is not None:
             self._analyzed.inc(len(todo))
+        await self._announce(todo, analyses)
+
+    async def _announce(self, conversations: Sequence[Conversation], analyses: Sequence[Analysis]) -> None:
+        # A notification, not data of record: the analyses are stored, so a bus failure only costs
+        # live views an update (replaying the batch would not re-announce it either).
+        if self._bus is None:
+            return
+        event = {
+            "collection": self.collection,
+            "analyses": {c.id: brief(a) for c, a in zip(conversations, analyses, strict=True)},
+        }
+        try:
+            await self._bus.publish(ANALYZED_CHANNEL, event)
+        except ShoalError as exc:
+            logger.warning("analysed conversations not announced", error=str(exc), size=len(conversations))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,3 +30,13 @@ class InsightsSettings(BaseSettings):
     max_clusters: int = Field(300, ge=2)
     llm_batch_size: int = Field(20, ge=1, le=100, description="conversations per LLM prompt")
     llm_max_retries: int = Field(3, ge=0)
+
+    def clusterer_options(self) -> dict[str, Any]:
+        """The ``OnlineClusterer`` keyword arguments these settings choose."""
+        return {
+            "join": self.cluster_join,
+            "merge": self.cluster_merge,
+            "split_below": self.cluster_split_below,
+            "split_min": self.cluster_split_min,
+            "max_clusters": self.max_clusters,
+        }

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shoal.errors import BackendError, InvalidInput
-from shoal.insights.analyzer import Analysis
+from shoal.insights.analyzer import BRIEF, Analysis
 from shoal.insights.clusters import Cluster, OnlineClusterer
 from shoal.records.schema import Json, Key, UtcDateTime, make_engine
 
@@ -253,6 +253,17 @@ class InsightsStore:
             row = (await conn.execute(sa.select(insights).where(insights.c.conversation_id == cid))).first()
         return row._asdict() if row is not None else None
 
+    async def briefs(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The ``BRIEF`` fields of the analysed conversations among ``ids`` (others are left out)."""
+        if not ids:
+            return {}
+        columns = [insights.c[name] for name in BRIEF]
+        stmt = sa.select(insights.c.conversation_id, *columns).where(
+            insights.c.conversation_id.in_(list(ids)), insights.c.status == "analyzed"
+        )
+        async with self._begin() as conn:
+            return {row[0]: dict(zip(BRIEF, row[1:], strict=True)) for row in await conn.execute(stmt)}
+
     def _where(self, q: Query) -> list[sa.ColumnElement[bool]]:
         where = [insights.c.ts >= q.start, insights.c.ts <= q.end, insights.c.status == q.status]
         if q.min_confidence is not None:
@@ -331,14 +342,25 @@ class InsightsStore:
             return {label: int(n) for label, n in await conn.execute(stmt)}
 
     # -- clusters --------------------------------------------------------------------------------
-    async def save_clusters(self, clusterer: OnlineClusterer) -> None:
-        """Persist the clusters changed since the last save and drop the merged/split ones."""
+    async def save_clusters(self, clusterer: OnlineClusterer, *, full: bool = False) -> None:
+        """Persist the clusters changed since the last save and drop the merged/split ones.
+
+        Label, size, sum, top terms and examples are written for every changed cluster. The bulky
+        parts — term counts and the reservoir sample, ~100 kB a cluster — only for a new cluster, one
+        that grew by a quarter since they were last written, or every stale one with ``full`` (at
+        shutdown): a crash then costs those samples at most a quarter's growth, never a cluster.
+        """
+        if full:
+            clusterer.dirty.update(c.id for c in clusterer.clusters.values() if c.saved_at != c.size)
         dirty = [clusterer.clusters[i] for i in clusterer.dirty if i in clusterer.clusters]
         removed = list(clusterer.removed)
         if not dirty and not removed:
             return
         now = datetime.now(UTC)
-        values = [_cluster_row(clusterer, c, now) for c in dirty]
+        bulky = [c for c in dirty if full or not c.saved_at or c.size >= c.saved_at * 1.25 + 1]
+        whole = {c.id for c in bulky}
+        brief = [_cluster_brief(c, now) for c in dirty if c.id not in whole]
+        values = [{**_cluster_brief(c, now), **_cluster_bulk(clusterer, c)} for c in bulky]
         async with self._begin() as conn:
             if removed:
                 await conn.execute(clusters_table.delete().where(clusters_table.c.id.in_(removed)))
@@ -346,6 +368,18 @@ class InsightsStore:
                 stmt = self._insert(clusters_table)
                 update = {c.name: stmt.excluded[c.name] for c in clusters_table.columns if c.name != "id"}
                 await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=update), values)
+            if brief:
+                columns = {
+                    name: sa.bindparam(f"v_{name}", type_=clusters_table.c[name].type)
+                    for name in brief[0]
+                    if name != "id"
+                }
+                update_brief = (
+                    clusters_table.update().where(clusters_table.c.id == sa.bindparam("v_id")).values(columns)
+                )
+                await conn.execute(update_brief, [{f"v_{k}": v for k, v in row.items()} for row in brief])
+        for cluster in bulky:
+            cluster.saved_at = cluster.size
         clusterer.dirty.clear()
         clusterer.removed.clear()
 
@@ -362,9 +396,12 @@ class InsightsStore:
                     size=r.size,
                     terms=_counter(r.terms),
                     examples=list(r.examples),
-                    reservoir=list(reservoir.copy()),
+                    reservoir=reservoir.copy(),
                     seen=r.seen,
                     label=r.label,
+                    top=list(r.top_terms),
+                    labelled_at=r.size,
+                    saved_at=r.size,
                 )
             )
         return out
@@ -393,18 +430,20 @@ def _counter(terms: dict[str, int]) -> Any:
     return Counter(terms)
 
 
-def _cluster_row(clusterer: OnlineClusterer, cluster: Cluster, now: datetime) -> dict[str, Any]:
-    reservoir = np.stack(cluster.reservoir).astype(np.float32) if cluster.reservoir else np.zeros((0, clusterer.dim))
+def _cluster_brief(cluster: Cluster, now: datetime) -> dict[str, Any]:
     return {
         "id": cluster.id,
         "label": cluster.label,
         "size": cluster.size,
         "seen": cluster.seen,
         "cohesion": round(cluster.cohesion, 4),
-        "top_terms": clusterer.top_terms(cluster, 8),
+        "top_terms": cluster.top,
         "examples": cluster.examples,
-        "terms": dict(cluster.terms),
         "total": cluster.total.astype(np.float64).tobytes(),
-        "reservoir": reservoir.astype(np.float32).tobytes(),
         "updated_at": now,
     }
+
+
+def _cluster_bulk(clusterer: OnlineClusterer, cluster: Cluster) -> dict[str, Any]:
+    reservoir = cluster.reservoir if len(cluster.reservoir) else np.zeros((0, clusterer.dim))
+    return {"terms": dict(cluster.terms), "reservoir": reservoir.astype(np.float32).tobytes()}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,11 +22,10 @@ import structlog
 
 from shoal.collections import Target, targets
 from shoal.embedding.engine import EmbeddingEngine
-from shoal.embedops.engines import engine_for
 from shoal.errors import ConfigurationError, EmbeddingError, Overloaded, ShoalError
 from shoal.ingest import INDEXED_CHANNEL, RECORDS_TOPIC
 from shoal.log import Message
-from shoal.pipeline.processor import Processor
+from shoal.pipeline.processor import StagedProcessor
 from shoal.records import Collection, Record, Status
 from shoal.services import Services
 from shoal.vectors import Point
@@ -57,18 +57,35 @@ async def embed_patiently(engine: EmbeddingEngine, texts: list[str]) -> Any:
             await asyncio.sleep(0.01)  # back-off while API callers drain the queue
 
 
-class IndexProcessor(Processor):
+@dataclass(slots=True)
+class _Plan:
+    """One collection's share of a batch: its deletes, and its upserts embedded and ready to write."""
+
+    collection: Collection
+    deletes: list[str]
+    records: list[Record]
+    appended_at: list[float]
+    written: dict[str, Any] = field(default_factory=dict)
+    """Vectors per vector collection (``None``: that model failed; the switch's own pass fills it)."""
+    error: str | None = None
+    """Why the embedder refused the records (they are stored as failed)."""
+
+
+class IndexProcessor(StagedProcessor[list[_Plan]]):
+    """Embeds in ``prepare`` and writes in ``apply``, so the runner embeds the next batch while this
+    one is written and committed."""
+
     topic = RECORDS_TOPIC
     group = "indexer"
 
     def __init__(
-        self, services: Services, *, batch_size: int = 256, on_write: Callable[[str], None] | None = None
+        self, services: Services, *, batch_size: int = 256, on_write: Callable[[str, int], None] | None = None
     ) -> None:
         self._s = services
         self.batch_size = batch_size
-        self._on_write = on_write or (lambda name: None)
+        self._on_write = on_write or (lambda name, points: None)
 
-    async def handle(self, messages: Sequence[Message]) -> None:
+    async def prepare(self, messages: Sequence[Message]) -> list[_Plan]:
         latest: dict[tuple[str, str], dict[str, Any]] = {}
         appended_at: dict[tuple[str, str], float] = {}
         for message in messages:
@@ -84,64 +101,79 @@ class IndexProcessor(Processor):
         by_collection: dict[str, list[dict[str, Any]]] = {}
         for (collection, _), op in latest.items():
             by_collection.setdefault(collection, []).append(op)
+        plans = []
         for name, ops in by_collection.items():
             found = self._s.collections.cached(name) or await self._s.collections.refresh(name)
             if found is None:
                 logger.warning("dropping operations for a missing collection", collection=name, count=len(ops))
                 continue
-            await self._apply(found, ops)
-            now = time.time()
-            for op in ops:
-                self._s.metrics.ingest_latency.observe(max(0.0, now - appended_at[(name, op["id"])]))
-
-    async def _apply(self, collection: Collection, ops: list[dict[str, Any]]) -> None:
-        deletes = [op["id"] for op in ops if op["op"] == "delete"]
-        upserts = [op for op in ops if op["op"] == "upsert"]
-        if deletes:
-            await self._s.records.delete(collection.name, deletes)
-            for vector_name in self._targets(collection):
-                await self._s.vectors.delete(vector_name, deletes)
-        if not upserts:
-            return
-        records = [
-            Record(
-                collection=collection.name,
-                id=op["id"],
-                text=op["text"],
-                payload=op.get("payload") or {},
-                ts=datetime.fromisoformat(op["ts"]),
+            records = [
+                Record(
+                    collection=name,
+                    id=op["id"],
+                    text=op["text"],
+                    payload=op.get("payload") or {},
+                    ts=datetime.fromisoformat(op["ts"]),
+                )
+                for op in ops
+                if op["op"] == "upsert"
+            ]
+            plan = _Plan(
+                found,
+                [op["id"] for op in ops if op["op"] == "delete"],
+                records,
+                [appended_at[(name, op["id"])] for op in ops],
             )
-            for op in upserts
-        ]
-        failed: dict[str, str] = {}
-        current, *others = targets(collection)
+            if records:
+                await self._embed(plan)
+            plans.append(plan)
+        return plans
+
+    async def _embed(self, plan: _Plan) -> None:
+        current, *others = targets(plan.collection)
         try:
-            engine = await engine_for(self._s, current.model)
-            vectors = await embed_patiently(engine, [r.text for r in records])
+            engine = await self._s.engines.get(current.model)
+            plan.written[current.vector_name] = await embed_patiently(engine, [r.text for r in plan.records])
         except (EmbeddingError, ConfigurationError) as exc:
+            plan.error = str(exc)
+            return
+        for target in others:
+            plan.written[target.vector_name] = await self._embed_other(target, plan.records)
+
+    async def apply(self, prepared: list[_Plan]) -> None:
+        for plan in prepared:
+            await self._apply(plan)
+            now = time.time()
+            for appended in plan.appended_at:
+                self._s.metrics.ingest_latency.observe(max(0.0, now - appended))
+
+    async def _apply(self, plan: _Plan) -> None:
+        collection, records, written = plan.collection, plan.records, plan.written
+        if plan.deletes:
+            await self._s.records.delete(collection.name, plan.deletes)
+            for vector_name in self._targets(self._s.collections.cached(collection.name) or collection):
+                await self._s.vectors.delete(vector_name, plan.deletes)
+        if not records:
+            return
+        if plan.error is not None:
             # The provider is down or refused: keep the records as failed (never lost); the
             # scheduler and `shoal backfill` retry them.
-            error = str(exc)
             now = datetime.now(UTC)
             for record in records:
-                record.status, record.error, record.updated_at = Status.FAILED, error, now
-                failed[record.id] = error
+                record.status, record.error, record.updated_at = Status.FAILED, plan.error, now
             await self._s.records.upsert(records)
             self._s.metrics.records_failed.inc(len(records))
+            failed = {r.id: plan.error for r in records}
             await self._s.bus.publish(INDEXED_CHANNEL, {"collection": collection.name, "ids": [], "failed": failed})
             return
-        written = {current.vector_name: vectors}
-        for target in others:
-            written[target.vector_name] = await self._embed_other(target, records)
         async with write_lock(self._s, collection.name):
-            # A model switch may have started, been promoted or rolled back while this batch
+            # A model switch may have started, been promoted or rolled back since this batch was
             # embedded: write exactly the vector collections the collection has now.
             latest = self._s.collections.cached(collection.name) or collection
             for target in targets(latest):
                 if target.vector_name not in written:
                     written[target.vector_name] = await self._embed_other(target, records)
-            if latest.model != engine.model_id:
-                engine = await engine_for(self._s, latest.model)
+            engine = await self._s.engines.get(latest.model)
             now = datetime.now(UTC)
             for record in records:
                 record.status, record.error = Status.EMBEDDED, None
@@ -157,7 +189,7 @@ class IndexProcessor(Processor):
                     for r, vec in zip(records, target_vectors.tolist(), strict=True)
                 ]
                 await self._s.vectors.upsert(target.vector_name, points)
-                self._on_write(target.vector_name)
+                self._on_write(target.vector_name, len(points))
         self._s.metrics.records_indexed.inc(len(records))
         await self._s.bus.publish(
             INDEXED_CHANNEL, {"collection": collection.name, "ids": [r.id for r in records], "failed": {}}
@@ -167,7 +199,7 @@ class IndexProcessor(Processor):
         """Vectors for a shadow or previous collection; ``None`` when that model fails (the switch's
         own pass fills the gap, so the current collection is never held back by it)."""
         try:
-            engine = await engine_for(self._s, target.model)
+            engine = await self._s.engines.get(target.model)
             return await embed_patiently(engine, [r.text for r in records])
         except ShoalError as exc:
             logger.warning(

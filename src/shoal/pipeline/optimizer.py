@@ -1,13 +1,17 @@
 """Background index optimisation, off the request path and event-driven (no polling).
 
-The indexer marks vector collections dirty; the optimizer wakes on that, waits a debounce
-interval so bursts are optimised once, then runs ``VectorStore.optimize`` for each dirty one.
+The indexer marks vector collections dirty as it writes; the optimizer runs ``VectorStore.optimize``
+for them once writes pause for ``quiet_s``. Edge 0.9 holds the GIL while it optimizes (every request
+and push stalls meanwhile, see docs/vectors.md), so under a stream of writes it waits for a lull, and
+runs anyway only once ``max_pending`` points were written since the last run (searches scan the
+unindexed points, so they must not pile up without end).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from types import TracebackType
 from typing import Self
 
@@ -19,12 +23,16 @@ logger = structlog.get_logger(__name__)
 
 
 class Optimizer:
-    def __init__(self, vectors: VectorStore, debounce_s: float) -> None:
+    def __init__(self, vectors: VectorStore, quiet_s: float, max_pending: int = 20_000) -> None:
         self._vectors = vectors
-        self._debounce_s = debounce_s
-        self._dirty: set[str] = set()
+        self._quiet_s = quiet_s
+        self._max_pending = max_pending
+        self._pending: dict[str, int] = {}
+        self._last_write = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.runs = 0
+        """Optimisation rounds so far."""
 
     async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self.run(), name="optimizer")
@@ -39,18 +47,31 @@ class Optimizer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def mark(self, vector_name: str) -> None:
-        self._dirty.add(vector_name)
+    def mark(self, vector_name: str, points: int = 1) -> None:
+        """``points`` were written to ``vector_name``."""
+        self._pending[vector_name] = self._pending.get(vector_name, 0) + points
+        self._last_write = time.monotonic()
         self._wake.set()
 
     async def run(self) -> None:
         while True:
             await self._wake.wait()
-            await asyncio.sleep(self._debounce_s)  # debounce: one optimisation per burst
+            await self._lull()
             self._wake.clear()
-            dirty, self._dirty = self._dirty, set()
+            dirty, self._pending = self._pending, {}
+            self.runs += 1
             for name in sorted(dirty):
                 try:
                     await self._vectors.optimize(name)
                 except Exception:
                     logger.exception("optimize failed", vector_collection=name)
+
+    async def _lull(self) -> None:
+        """Return once no write came for ``quiet_s``, or ``max_pending`` points wait."""
+        while sum(self._pending.values()) < self._max_pending:
+            left = self._last_write + self._quiet_s - time.monotonic()
+            if left <= 0:
+                return
+            self._wake.clear()  # every write sets it again, so the count is checked as it grows
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)

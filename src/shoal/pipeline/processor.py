@@ -2,6 +2,10 @@
 
 A processor handles one batch of messages at a time; the runner commits the batch's offsets only
 after ``handle`` returns, so a crash replays the uncommitted tail and ``handle`` must be idempotent.
+
+A ``StagedProcessor`` splits a batch into ``prepare`` (no writes: decode, embed) and ``apply`` (the
+writes). The runner prepares the next batch while the current one is applied and committed, so its
+slow stage (the embedder) does not sit idle while the stores and the log write.
 """
 
 from __future__ import annotations
@@ -11,13 +15,15 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Self
+from typing import Any, Generic, Self, TypeVar
 
 import structlog
 
-from shoal.log import Log, Message
+from shoal.log import Consumer, Log, Message
 
 logger = structlog.get_logger(__name__)
+
+P = TypeVar("P")
 
 
 class Processor(abc.ABC):
@@ -34,6 +40,38 @@ class Processor(abc.ABC):
         message that can never succeed must be recorded as failed here, not raised."""
 
 
+class StagedProcessor(Processor, Generic[P]):
+    """A processor in two stages, so the runner can overlap one batch's ``prepare`` with the previous
+    batch's ``apply`` and commit. Batches are still applied and committed one at a time, in order."""
+
+    @abc.abstractmethod
+    async def prepare(self, messages: Sequence[Message]) -> P:
+        """The batch's work that writes nothing (it may run before the previous batch is applied).
+        Cancelling it must be safe."""
+
+    @abc.abstractmethod
+    async def apply(self, prepared: P) -> None:
+        """Write what ``prepare`` computed. Must be idempotent, like ``handle``."""
+
+    async def handle(self, messages: Sequence[Message]) -> None:
+        await self.apply(await self.prepare(messages))
+
+
+class _Batch(Generic[P]):
+    """A polled batch and its ``prepare`` running as a task."""
+
+    def __init__(self, processor: StagedProcessor[P], messages: list[Message]) -> None:
+        self.messages = messages
+        self.prepared: asyncio.Task[P] = asyncio.create_task(
+            processor.prepare(messages), name=f"prepare:{processor.group}"
+        )
+
+    async def discard(self) -> None:
+        """Stop preparing (or drop what was prepared); the messages stay uncommitted."""
+        self.prepared.cancel()
+        await asyncio.gather(self.prepared, return_exceptions=True)
+
+
 class ProcessorRunner:
     """Runs processors as tracked tasks; ``stop()`` lets the current batches finish and commit."""
 
@@ -42,7 +80,7 @@ class ProcessorRunner:
         self._processors = list(processors)
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._consumers: list[object] = []
+        self._consumers: list[Consumer] = []
 
     async def __aenter__(self) -> Self:
         for processor in self._processors:
@@ -58,7 +96,7 @@ class ProcessorRunner:
     async def stop(self) -> None:
         self._stopping.set()
         for consumer in list(self._consumers):
-            await consumer.close()  # type: ignore[attr-defined]
+            await consumer.close()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
@@ -67,20 +105,66 @@ class ProcessorRunner:
         async with self._log.consumer(processor.topic, processor.group) as consumer:
             self._consumers.append(consumer)
             try:
-                while not self._stopping.is_set():
-                    batch = await consumer.poll(processor.batch_size)
-                    if not batch:
-                        continue
-                    try:
-                        await processor.handle(batch)
-                    except Exception:
-                        # A transient failure (a backend down): keep the batch uncommitted and
-                        # retry it after a pause, or on the next start if we are stopping.
-                        logger.exception("processor batch failed", processor=processor.group, size=len(batch))
-                        await consumer.rewind(batch)
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._stopping.wait(), processor.retry_delay_s)
-                        continue
-                    await consumer.commit(batch)
+                if isinstance(processor, StagedProcessor):
+                    await self._run_staged(processor, consumer)
+                else:
+                    await self._run_simple(processor, consumer)
             finally:
                 self._consumers.remove(consumer)
+
+    async def _run_simple(self, processor: Processor, consumer: Consumer) -> None:
+        while not self._stopping.is_set():
+            batch = await consumer.poll(processor.batch_size)
+            if not batch:
+                continue
+            try:
+                await processor.handle(batch)
+            except Exception:
+                await self._failed(processor, consumer, batch)
+                continue
+            await consumer.commit(batch)
+
+    async def _run_staged(self, processor: StagedProcessor[Any], consumer: Consumer) -> None:
+        current: _Batch[Any] | None = None
+        try:
+            while not self._stopping.is_set():
+                if current is None:
+                    messages = await consumer.poll(processor.batch_size)
+                    if not messages:
+                        continue
+                    current = _Batch(processor, messages)
+                try:
+                    prepared = await current.prepared
+                except Exception:
+                    await self._failed(processor, consumer, current.messages)
+                    current = None
+                    continue
+                # What arrived while this batch was prepared is the next batch: poll it without
+                # waiting (a poll is never cancelled half-read) and start preparing it now.
+                ahead = await consumer.poll(processor.batch_size, timeout=0)
+                following = _Batch(processor, ahead) if ahead else None
+                try:
+                    await processor.apply(prepared)
+                except Exception:
+                    failed = current.messages
+                    if following is not None:
+                        await following.discard()
+                        failed = [*failed, *following.messages]
+                    await self._failed(processor, consumer, failed)
+                    current = None
+                    continue
+                await consumer.commit(current.messages)
+                current = following
+        finally:
+            # Stopping: a batch prepared ahead is not applied; uncommitted, it is replayed on the
+            # next start.
+            if current is not None:
+                await current.discard()
+
+    async def _failed(self, processor: Processor, consumer: Consumer, batch: Sequence[Message]) -> None:
+        # A transient failure (a backend down): keep the batch uncommitted and retry it after a
+        # pause, or on the next start if we are stopping.
+        logger.exception("processor batch failed", processor=processor.group, size=len(batch))
+        await consumer.rewind(batch)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), processor.retry_delay_s)

@@ -254,9 +254,7 @@ class RagService:
         """Sources for ``params`` (no answer yet), with embed / retrieve / rerank timings."""
         collection = await self.services.collections.get(params.collection)
         if not collection.config.get("rag"):
-            raise InvalidInput(
-                f"collection: {params.collection!r} holds records, not documents indexed through /index"
-            )
+            raise InvalidInput(f"collection: {params.collection!r} holds records, not documents indexed through /index")
         timings = Timings()
         t = time.perf_counter()
         vector = (await self.services.engine.embed([params.query]))[0].tolist() if params.mode != "sparse" else None

@@ -1,13 +1,16 @@
 """The profiler: consumes the ``interactions`` topic, updates profiles exactly once, then rebuilds,
-caches and publishes each touched user's list.
+caches and publishes the list of each user of the batch.
 
 Events are keyed by user, so one user's events share a partition and arrive in order; a batch is
 applied in log order. Idempotency: the batch's event ids, the profiles and the trending counts are
 written in one transaction (``ProfileStore.batch``); a replayed event whose id is recorded is skipped.
+The work is per batch and per user, never per event: one transaction, one list per user (from the
+user's final profile), computed while the transaction commits and published once it has.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,8 +24,9 @@ from shoal.log import Message
 from shoal.pipeline.processor import Processor
 from shoal.recommend.events import Event
 from shoal.recommend.popular import Trend
-from shoal.recommend.profiles import Profile, Vector
-from shoal.recommend.service import Recommender, channel, list_key
+from shoal.recommend.profiles import Vector
+from shoal.recommend.service import RecList, Recommender, channel, list_key
+from shoal.recommend.store import Batch
 from shoal.services import Services
 
 logger = structlog.get_logger(__name__)
@@ -82,45 +86,57 @@ class ProfileProcessor(Processor):
         if not events:
             return
         vectors = await self._item_vectors({e.item_id for e in events})
-        settings = self.settings
-        async with self.recommender.store.batch(
-            [e.event_id for e in events], [e.user_id for e in events], [e.item_id for e in events]
-        ) as batch:
-            done = set(batch.applied)
-            for event in events:
-                if event.event_id in done:
-                    self.metrics.duplicates.inc()
-                    continue
-                done.add(event.event_id)
-                profile = batch.profiles[event.user_id]
-                weight = settings.weight(event.type, event.value)
-                vector = vectors.get(event.item_id)
-                if vector is None:
-                    self.metrics.unknown_items.inc()
-                else:
-                    profile.add(vector, weight, event.ts, settings.half_life_s)
-                    if weight > 0:
-                        trend = batch.trends.setdefault(event.item_id, Trend(event.item_id, 0.0, event.ts))
-                        trend.add(weight, event.ts, settings.popular_half_life_s)
-                profile.record(event.item_id, event.type, known=vector is not None, recent_size=settings.recent_size)
-                batch.new_ids.append((event.event_id, event.user_id))
-                self.metrics.events.labels(event.type).inc()
-            touched = {user for _, user in batch.new_ids}
-            profiles = [batch.profiles[u] for u in touched]
-            trends_changed = bool(batch.trends)
-            new_ids = list(batch.new_ids)
-        if not touched:
-            return
-        if trends_changed:
+        computing: asyncio.Task[list[RecList]] | None = None
+        try:
+            async with self.recommender.store.batch(
+                [(e.event_id, e.user_id) for e in events], [e.user_id for e in events], [e.item_id for e in events]
+            ) as batch:
+                self._apply(events, vectors, batch)
+                # One list per user of the batch however many of their events it held, computed from
+                # the new profiles while the store writes and commits them. A user whose events were
+                # all applied before (a replay after a crash between this commit and the publish)
+                # gets the list the crash kept from being stored.
+                profiles = [batch.profiles[u] for u in dict.fromkeys(e.user_id for e in events)]
+                computing = asyncio.create_task(self.recommender.compute_many(profiles))
+            recs = await computing
+        except BaseException:
+            if computing is not None:
+                computing.cancel()
+                await asyncio.gather(computing, return_exceptions=True)
+            raise
+        if batch.trends:
             await self.recommender.refresh_popular_if_due()
         applied: dict[str, list[str]] = {}
-        for event_id, user_id in new_ids:
+        for event_id, user_id in batch.new_ids:
             applied.setdefault(user_id, []).append(event_id)
-        for profile in profiles:
-            await self._publish(profile, applied[profile.user_id])
+        await self._publish(recs, applied)
         now = time.time()
         for message in messages:
             self.metrics.update_seconds.observe(max(0.0, now - message.timestamp))
+
+    def _apply(self, events: Sequence[Event], vectors: dict[str, Vector], batch: Batch) -> None:
+        """Fold the events into the batch's profiles and trends, in log order, skipping ids applied
+        before (a retry or a replay) or earlier in this batch."""
+        settings = self.settings
+        done = set(batch.applied)
+        for event in events:
+            if event.event_id in done:
+                self.metrics.duplicates.inc()
+                continue
+            done.add(event.event_id)
+            profile = batch.profiles[event.user_id]
+            weight = settings.weight(event.type, event.value)
+            vector = vectors.get(event.item_id)
+            if vector is None:
+                self.metrics.unknown_items.inc()
+            else:
+                profile.add(vector, weight, event.ts, settings.half_life_s)
+                if weight > 0:
+                    trend = batch.trends.setdefault(event.item_id, Trend(event.item_id, 0.0, event.ts))
+                    trend.add(weight, event.ts, settings.popular_half_life_s)
+            profile.record(event.item_id, event.type, known=vector is not None, recent_size=settings.recent_size)
+            batch.new_ids.append((event.event_id, event.user_id))
+            self.metrics.events.labels(event.type).inc()
 
     async def _item_vectors(self, ids: set[str]) -> dict[str, Vector]:
         name = await self.recommender.vector_name()
@@ -129,14 +145,15 @@ class ProfileProcessor(Processor):
         points = await self.services.vectors.retrieve(name, sorted(ids), with_vectors=True)
         return {p.id: np.asarray(p.vector, dtype=np.float64) for p in points if p.vector is not None}
 
-    async def _publish(self, profile: Profile, event_ids: list[str]) -> None:
-        """Store the new list; publish it with ``changed`` (the WebSocket pushes only changes) and the
-        event ids it reflects (so a client can tell when its event took effect)."""
-        before = await self.services.cache.get(list_key(profile.user_id))
-        rec = await self.recommender.compute(profile)
-        await self.recommender.store_list(rec)
-        changed = before is None or _ids(before) != [i["item_id"] for i in rec["items"]]
-        await self.services.bus.publish(channel(profile.user_id), {**rec, "changed": changed, "events": event_ids})
+    async def _publish(self, recs: Sequence[RecList], applied: dict[str, list[str]]) -> None:
+        """Store the new lists and publish each with ``changed`` (the WebSocket pushes only changes)
+        and the event ids it reflects (so a client can tell when its event took effect)."""
+        before = await self.services.cache.get_many([list_key(r["user_id"]) for r in recs])
+        await self.recommender.store_lists(recs)
+        for rec, old in zip(recs, before, strict=True):
+            changed = old is None or _ids(old) != [i["item_id"] for i in rec["items"]]
+            event = {**rec, "changed": changed, "events": applied.get(rec["user_id"], [])}
+            await self.services.bus.publish(channel(rec["user_id"]), event)
 
 
 def _ids(raw: bytes) -> list[str]:

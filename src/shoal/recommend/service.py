@@ -8,17 +8,22 @@ the candidates); when too few remain, a user with a taste gets a live filtered v
 
 from __future__ import annotations
 
+import asyncio
+import heapq
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 import structlog
 
 from shoal.errors import CollectionNotFound
 from shoal.filters import Filter, HasId, combine
-from shoal.recommend.profiles import Profile
+from shoal.recommend.profiles import Profile, Vector
 from shoal.recommend.settings import RecommendSettings
 from shoal.recommend.store import ProfileStore
 from shoal.services import Services
@@ -49,6 +54,62 @@ def _items(hits: Sequence[Hit]) -> list[dict[str, Any]]:
     return [{"item_id": h.id, "title": title_of(h.payload), "score": round(float(h.score), 6)} for h in hits]
 
 
+def _unit(vector: Sequence[float]) -> Vector:
+    array = np.asarray(vector, dtype=np.float64)
+    norm = float(np.linalg.norm(array))
+    return array / norm if norm > 0 else array
+
+
+@dataclass(frozen=True, slots=True)
+class _Trending:
+    """The trending items as blend candidates: their unit vectors (so a taste scores them all with
+    one matrix product, not a vector query per user) and their boost, ``blend × score / top score``."""
+
+    ids: list[str]
+    titles: list[str]
+    matrix: npt.NDArray[np.float64]
+    """One unit row per item of ``ids``."""
+    boosts: npt.NDArray[np.float64]
+    """The boost of each item of ``ids``."""
+    boost: dict[str, float]
+    """The boost of every trending item, by id."""
+
+    @classmethod
+    def of(cls, popular: RecList, vectors: Mapping[str, Vector], blend: float) -> _Trending:
+        scores = {str(i["item_id"]): float(i["score"]) for i in popular["items"]}
+        top = max(scores.values(), default=0.0) or 1.0
+        boost = {i: blend * s / top for i, s in scores.items()}
+        rows = [i for i in popular["items"] if i["item_id"] in vectors]
+        ids = [str(i["item_id"]) for i in rows]
+        dim = len(next(iter(vectors.values()))) if vectors else 0
+        matrix = np.stack([vectors[i] for i in ids]) if ids else np.zeros((0, dim))
+        boosts = np.array([boost[i] for i in ids], dtype=np.float64)
+        return cls(ids, [str(i["title"]) for i in rows], matrix, boosts, boost)
+
+    def blend(self, query: list[float], profile: Profile, hits: Sequence[Hit], limit: int) -> list[dict[str, Any]]:
+        """The best ``limit`` of the taste candidates (``hits``, none seen) and the trending items
+        the user has not seen, scored by cosine similarity to the taste plus their boost."""
+        ids = [h.id for h in hits]
+        titles = [title_of(h.payload) for h in hits]
+        scores = [h.score + self.boost.get(h.id, 0.0) for h in hits]
+        if self.ids:
+            known = set(ids)
+            totals = self.matrix @ np.asarray(query, dtype=np.float64) + self.boosts
+            taken = 0
+            # best first (ties in trending order); more than ``limit`` of them can never be used
+            for k in np.argsort(-totals, kind="stable").tolist():
+                item_id = self.ids[k]
+                if item_id not in profile.seen and item_id not in known:
+                    ids.append(item_id)
+                    titles.append(self.titles[k])
+                    scores.append(float(totals[k]))
+                    taken += 1
+                    if taken == limit:
+                        break
+        best = heapq.nlargest(limit, range(len(ids)), key=scores.__getitem__)
+        return [{"item_id": ids[k], "title": titles[k], "score": round(scores[k], 6)} for k in best]
+
+
 class Recommender:
     """Builds, stores and reads lists. Shared by the profiler (writes) and the routes (reads)."""
 
@@ -57,6 +118,10 @@ class Recommender:
         self.settings = settings
         self.store = store
         self._popular_at = 0.0
+        # keyed by (vector collection, the trending list's updated_at): the unit vectors fetched by
+        # the last refresh, and the blend candidates built last
+        self._refreshed: tuple[tuple[str, str], dict[str, Vector]] | None = None
+        self._trending: tuple[tuple[str, str], _Trending] | None = None
 
     async def vector_name(self) -> str | None:
         try:
@@ -67,11 +132,25 @@ class Recommender:
     # -- building -------------------------------------------------------------------------------
     async def compute(self, profile: Profile) -> RecList:
         """The user's top items they have not seen: nearest to the taste, else trending."""
-        query = profile.query()
+        return (await self.compute_many([profile]))[0]
+
+    async def compute_many(self, profiles: Sequence[Profile]) -> list[RecList]:
+        """The lists of several users (a profiler batch). What they share — the catalog's vector
+        collection, the trending list and its items' vectors — is looked up once; each user with a
+        taste costs one vector query, and those run concurrently on the store's workers."""
         name = await self.vector_name()
+        popular = await self.popular()
+        trending = None
+        if name is not None and self.settings.popularity_blend > 0:
+            trending = await self._candidates(name, popular)
+        return list(await asyncio.gather(*(self._compute(p, name, popular, trending) for p in profiles)))
+
+    async def _compute(
+        self, profile: Profile, name: str | None, popular: RecList, trending: _Trending | None
+    ) -> RecList:
+        query = profile.query()
         n = self.settings.list_size
         if query is None or name is None:
-            popular = await self.popular()
             items = [i for i in popular["items"] if i["item_id"] not in profile.seen][:n]
             return self._wrap(profile.user_id, items, "popular")
         seen = list(profile.seen)
@@ -83,36 +162,38 @@ class Recommender:
             # excluding many ids needs a wider beam, or recall drops (DESIGN.md)
             ef=min(self.settings.max_ef, max(128, n + len(seen))),
         )
-        items = [i for i in _items(hits) if i["item_id"] not in profile.seen]
-        if self.settings.popularity_blend > 0:
-            items = await self._blend(name, query, profile, items)
+        hits = [h for h in hits if h.id not in profile.seen]
+        items = trending.blend(query, profile, hits, n) if trending is not None else _items(hits)
         return self._wrap(profile.user_id, items[:n], "realtime")
 
-    async def _blend(
-        self, name: str, query: list[float], profile: Profile, items: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        """Taste candidates plus the trending items the user has not seen, scored by similarity to
-        the taste plus ``popularity_blend`` × the item's trending score relative to the top one."""
-        trend = {i["item_id"]: float(i["score"]) for i in (await self.popular())["items"]}
-        unseen = [i for i in trend if i not in profile.seen]
-        if unseen:
-            hits = await self.services.vectors.search(
-                name, query, limit=len(unseen), filter=Filter(must=[HasId(has_id=unseen)]), ef=max(128, len(unseen))
-            )
-            known = {i["item_id"] for i in items}
-            items = items + [i for i in _items(hits) if i["item_id"] not in known]
-        top = max(trend.values(), default=0.0) or 1.0
-        blend = self.settings.popularity_blend
-        for item in items:
-            item["score"] = round(item["score"] + blend * trend.get(item["item_id"], 0.0) / top, 6)
-        return sorted(items, key=lambda i: -float(i["score"]))
+    async def _candidates(self, name: str, popular: RecList) -> _Trending:
+        """The trending list as blend candidates, built once per trending list (a refresh at most
+        every ``POPULAR_REFRESH_S``). The vectors are those its refresh fetched, or fetched now when
+        another process refreshed it, so they are never older than the list."""
+        key = (name, str(popular["updated_at"]))
+        if self._trending is not None and self._trending[0] == key:
+            return self._trending[1]
+        vectors = dict(self._refreshed[1]) if self._refreshed is not None and self._refreshed[0] == key else {}
+        missing = [str(i["item_id"]) for i in popular["items"] if i["item_id"] not in vectors]
+        if missing:
+            for point in await self.services.vectors.retrieve(name, missing, with_vectors=True):
+                if point.vector is not None:
+                    vectors[point.id] = _unit(point.vector)
+        trending = _Trending.of(popular, vectors, self.settings.popularity_blend)
+        self._trending = (key, trending)
+        return trending
 
     @staticmethod
     def _wrap(user_id: str, items: list[dict[str, Any]], source: str) -> RecList:
         return {"user_id": user_id, "items": items, "updated_at": datetime.now(UTC).isoformat(), "source": source}
 
     async def store_list(self, rec: RecList) -> None:
-        await self.services.cache.set(list_key(rec["user_id"]), orjson.dumps(rec), ttl=self.settings.list_ttl_s)
+        await self.store_lists([rec])
+
+    async def store_lists(self, recs: Sequence[RecList]) -> None:
+        """Cache the lists in one write (one round trip with Redis)."""
+        items = {list_key(r["user_id"]): orjson.dumps(r) for r in recs}
+        await self.services.cache.set_many(items, ttl=self.settings.list_ttl_s)
 
     async def popular(self, *, refresh: bool = False) -> RecList:
         """The trending list (``user_id`` empty), from the cache unless ``refresh`` or missing."""
@@ -124,10 +205,13 @@ class Recommender:
         trends = await self.store.trending(self.settings.list_size * 4)
         now = time.time()
         titles: dict[str, str] = {}
+        vectors: dict[str, Vector] = {}
         name = await self.vector_name()
         if name is not None and trends:
-            points = await self.services.vectors.retrieve(name, [t.item_id for t in trends])
+            # with their vectors: the blend scores the trending items against each taste
+            points = await self.services.vectors.retrieve(name, [t.item_id for t in trends], with_vectors=True)
             titles = {p.id: title_of(p.payload) for p in points}
+            vectors = {p.id: _unit(p.vector) for p in points if p.vector is not None}
         hl = self.settings.popular_half_life_s
         items = [
             {"item_id": t.item_id, "title": titles[t.item_id], "score": round(t.score_at(now, hl), 6)}
@@ -135,6 +219,8 @@ class Recommender:
             if t.item_id in titles
         ]
         rec = self._wrap("", items, "popular")
+        if name is not None:
+            self._refreshed = ((name, str(rec["updated_at"])), vectors)
         await self.services.cache.set(POPULAR_KEY, orjson.dumps(rec), ttl=self.settings.list_ttl_s)
         self._popular_at = time.monotonic()
         return rec

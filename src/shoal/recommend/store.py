@@ -1,10 +1,11 @@
 """Where profiles live: three tables of their own in the record store's database (SQLite file or
 PostgreSQL), created by the Alembic revision ``0003``.
 
-A profiler batch is one transaction: it reads which of the batch's event ids were applied before,
-reads the users' profiles, and writes the new profiles, the applied event ids and the trending
-counts together. The log offsets are committed only after that, so a crash between the two replays
-events whose ids are already recorded: they are skipped, and no event is ever applied twice.
+A profiler batch is one transaction: it records the batch's event ids (an insert that skips ids
+recorded before and returns the new ones, so one statement both checks and records them), reads the
+users' profiles and the items' trending counts, and writes them back. The log offsets are committed
+only after that, so a crash between the two replays events whose ids are already recorded: they are
+skipped, and no event is ever applied twice. Five statements a batch, however many events it holds.
 """
 
 from __future__ import annotations
@@ -67,10 +68,11 @@ class Batch:
     """What one transaction read: applied ids, the users' profiles and the items' trends."""
 
     applied: set[str]
+    """Event ids of the batch that were applied by an earlier batch (a retry or a replay)."""
     profiles: dict[str, Profile]
     trends: dict[str, Trend]
     new_ids: list[tuple[str, str]] = field(default_factory=list)
-    """(event_id, user_id) applied in this batch, written with the profiles."""
+    """(event_id, user_id) applied in this batch: the profiles of these users are written back."""
 
 
 class ProfileStore:
@@ -81,6 +83,10 @@ class ProfileStore:
         self._dialect = make_url(url).get_backend_name()
         self._half_life = popular_half_life_s
         self._engine: AsyncEngine | None = None
+        insert = self._insert(applied_table).on_conflict_do_nothing(index_elements=[applied_table.c.event_id])
+        self._record_ids = insert.returning(applied_table.c.event_id)
+        self._upsert_profiles = self._upsert(profiles_table, "user_id")
+        self._upsert_trends = self._upsert(trending_table, "item_id")
 
     async def __aenter__(self) -> ProfileStore:
         self._engine = make_engine(self._url)
@@ -92,17 +98,15 @@ class ProfileStore:
             await engine.dispose()
 
     @contextlib.asynccontextmanager
-    async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction. A transaction that writes must write first: on SQLite the write lock is
+        then taken at once (a deferred transaction that reads and then writes fails outright if
+        another connection committed in between)."""
         if self._engine is None:
             raise BackendError("profile store is not open")
         try:
             async with self._engine.connect() as conn:
-                if write and self._dialect == "sqlite":
-                    # take the write lock before reading: a deferred transaction that reads and then
-                    # writes fails at once if another connection committed in between
-                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
-                else:
-                    await conn.begin()
+                await conn.begin()
                 yield conn
                 await conn.commit()
         except (SQLAlchemyError, OSError) as exc:
@@ -112,27 +116,34 @@ class ProfileStore:
     def _insert(self, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
         return postgresql.insert(table) if self._dialect == "postgresql" else sqlite.insert(table)
 
+    def _upsert(self, table: sa.Table, key: str) -> sqlite.Insert | postgresql.Insert:
+        insert = self._insert(table)
+        updates = {c.name: insert.excluded[c.name] for c in table.columns if c.name != key}
+        return insert.on_conflict_do_update(index_elements=[table.c[key]], set_=updates)
+
     @contextlib.asynccontextmanager
     async def batch(
-        self, event_ids: Sequence[str], user_ids: Iterable[str], item_ids: Iterable[str]
+        self, events: Sequence[tuple[str, str]], user_ids: Iterable[str], item_ids: Iterable[str]
     ) -> AsyncIterator[Batch]:
-        """Read the state a batch needs and write it back when the block exits without error, all
-        in one transaction (the caller mutates ``profiles`` / ``trends`` and fills ``new_ids``)."""
-        async with self._transaction(write=True) as conn:
+        """Record the ``(event_id, user_id)`` pairs as applied, read the state the batch needs and
+        write it back when the block exits without error, all in one transaction (the caller skips
+        ``applied``, mutates ``profiles`` / ``trends`` and fills ``new_ids``)."""
+        async with self._transaction() as conn:
             batch = Batch(
-                applied=await self._applied(conn, event_ids),
+                applied=await self._record(conn, events),
                 profiles=await self._profiles(conn, list(dict.fromkeys(user_ids))),
                 trends=await self._trends(conn, list(dict.fromkeys(item_ids))),
             )
             yield batch
             await self._write(conn, batch)
 
-    async def _applied(self, conn: AsyncConnection, ids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(ids), _CHUNK):
-            stmt = sa.select(applied_table.c.event_id).where(applied_table.c.event_id.in_(ids[start : start + _CHUNK]))
-            found.update((await conn.execute(stmt)).scalars())
-        return found
+    async def _record(self, conn: AsyncConnection, events: Sequence[tuple[str, str]]) -> set[str]:
+        """Insert the event ids not recorded yet; the others are the ones applied before."""
+        rows = {e: {"event_id": e, "user_id": u, "applied_at": time.time()} for e, u in events}
+        if not rows:
+            return set()
+        fresh = set((await conn.execute(self._record_ids, list(rows.values()))).scalars())
+        return rows.keys() - fresh
 
     async def _profiles(self, conn: AsyncConnection, users: Sequence[str]) -> dict[str, Profile]:
         found = {u: Profile(u) for u in users}
@@ -172,24 +183,10 @@ class ProfileStore:
         for p in batch.profiles.values():
             if p.user_id in touched:
                 p.updated_at = now
-        upsert = self._insert(profiles_table)
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[profiles_table.c.user_id],
-            set_={c.name: upsert.excluded[c.name] for c in profiles_table.columns if c.name != "user_id"},
-        )
-        await conn.execute(upsert, rows)
-        stamp = time.time()
-        await conn.execute(
-            sa.insert(applied_table), [{"event_id": e, "user_id": u, "applied_at": stamp} for e, u in batch.new_ids]
-        )
+        await conn.execute(self._upsert_profiles, rows)
         if batch.trends:
-            trend = self._insert(trending_table)
-            trend = trend.on_conflict_do_update(
-                index_elements=[trending_table.c.item_id],
-                set_={c.name: trend.excluded[c.name] for c in trending_table.columns if c.name != "item_id"},
-            )
             await conn.execute(
-                trend,
+                self._upsert_trends,
                 [
                     {"item_id": t.item_id, "score": t.score, "at": t.at, "rank": _finite(t.rank(self._half_life))}
                     for t in batch.trends.values()
@@ -197,24 +194,24 @@ class ProfileStore:
             )
 
     async def get(self, user_id: str) -> Profile | None:
-        async with self._transaction(write=False) as conn:
+        async with self._transaction() as conn:
             row = (await conn.execute(sa.select(profiles_table).where(profiles_table.c.user_id == user_id))).first()
         return _profile(row) if row is not None else None
 
     async def trending(self, limit: int) -> list[Trend]:
         """The ``limit`` items with the highest decayed count, best first."""
         stmt = sa.select(trending_table).order_by(trending_table.c.rank.desc()).limit(limit)
-        async with self._transaction(write=False) as conn:
+        async with self._transaction() as conn:
             return [Trend(r.item_id, r.score, r.at) for r in await conn.execute(stmt)]
 
     async def forget_applied(self, older_than_s: float) -> int:
         """Drop applied event ids older than ``older_than_s`` (idempotency has a horizon)."""
         stmt = sa.delete(applied_table).where(applied_table.c.applied_at < time.time() - older_than_s)
-        async with self._transaction(write=True) as conn:
+        async with self._transaction() as conn:
             return (await conn.execute(stmt)).rowcount or 0
 
     async def ping(self) -> None:
-        async with self._transaction(write=False) as conn:
+        async with self._transaction() as conn:
             await conn.execute(sa.select(sa.func.count()).select_from(applied_table).limit(1))
 
 

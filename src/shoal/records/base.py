@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -106,6 +106,20 @@ class RecordStore(abc.ABC):
 
     @abc.abstractmethod
     async def delete(self, collection: str, ids: Sequence[str]) -> int: ...
+
+    @abc.abstractmethod
+    async def versions(self, collection: str, ids: Sequence[str]) -> dict[str, datetime | None]:
+        """``updated_at`` of each record of ``ids`` that exists: tells whether a record read earlier
+        is still current without reading it again."""
+
+    @abc.abstractmethod
+    async def mark_embedded(
+        self, collection: str, versions: Mapping[str, datetime], *, model: str, dim: int, at: datetime
+    ) -> list[str]:
+        """Stamp records as embedded by ``model`` (``dim``, ``embedded_at=at``, error cleared) in one
+        statement per chunk, text and payload untouched; only records whose ``updated_at`` still equals
+        ``versions[id]`` (a newer version written meanwhile keeps its own state). ``updated_at``
+        becomes the time of the write. Returns the ids stamped."""
 
     @abc.abstractmethod
     async def stats(self, collection: str) -> CollectionStats: ...

@@ -94,11 +94,13 @@ def _json_dumps(value: Any) -> str:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # per connection: WAL lets readers run beside the writer, foreign keys make delete cascade,
-    # busy_timeout makes concurrent writers wait instead of failing with "database is locked"
+    # busy_timeout makes concurrent writers wait instead of failing with "database is locked".
+    # synchronous=FULL: processors commit their log offsets (also FULL) right after writing here, so
+    # a write must be on disk before that, or a power cut would lose what the log then forgets.
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")  # first: switching to WAL may wait
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

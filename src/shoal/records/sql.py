@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -196,6 +196,50 @@ class SqlRecordStore(RecordStore):
                 )
                 deleted += len((await conn.execute(stmt)).all())
         return deleted
+
+    async def versions(self, collection: str, ids: Sequence[str]) -> dict[str, datetime | None]:
+        found: dict[str, datetime | None] = {}
+        if not ids:
+            return found
+        async with self._begin() as conn:
+            for chunk in _chunks(ids):
+                stmt = sa.select(_records.c.id, _records.c.updated_at).where(
+                    _records.c.collection == collection, _records.c.id.in_(chunk)
+                )
+                found.update((row.id, row.updated_at) for row in await conn.execute(stmt))
+        return found
+
+    async def mark_embedded(
+        self, collection: str, versions: Mapping[str, datetime], *, model: str, dim: int, at: datetime
+    ) -> list[str]:
+        """One ``UPDATE … WHERE id IN (…) AND (id, updated_at) IN (…) RETURNING id`` per chunk of 1000
+        records (the plain ``id IN`` lets SQLite seek the primary key instead of scanning the collection)."""
+        if not versions:
+            return []
+        values = {
+            "status": Status.EMBEDDED.value,
+            "embedding_model": model,
+            "embedding_dim": dim,
+            "embedded_at": at,
+            "error": None,
+            "updated_at": datetime.now(UTC),
+        }
+        key = sa.tuple_(_records.c.id, _records.c.updated_at)
+        stamped: list[str] = []
+        async with self._begin() as conn:
+            for chunk in _chunks(list(versions)):
+                stmt = (
+                    sa.update(_records)
+                    .where(
+                        _records.c.collection == collection,
+                        _records.c.id.in_(chunk),
+                        key.in_([(i, versions[i]) for i in chunk]),
+                    )
+                    .values(values)
+                    .returning(_records.c.id)
+                )
+                stamped.extend((await conn.execute(stmt)).scalars())
+        return stamped
 
     async def stats(self, collection: str) -> CollectionStats:
         """Counts by status, the latest error and the embedding models in use, in two queries.

@@ -60,6 +60,8 @@ class SubscribeIn(_Message):
     min_score: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.5
     id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     user_id: TweetId | None = None
+    collection: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    """Whose new records are matched; default the tweets (any collection of the server's model)."""
 
 
 class UnsubscribeIn(_Message):

@@ -1,5 +1,8 @@
 """Live pushes: on every ``indexed`` event for the tweets collection, send each new tweet's similar
-tweets to the connection that sent it and match the new vectors against every standing query.
+tweets to the connection that sent it; on every ``indexed`` event for a collection with standing
+queries (the tweets, or e.g. the insights feature's conversations), match the new vectors against
+those queries. ``analyzed`` events (a feature processor's results about records, e.g. a
+conversation's sentiment and topic) reach the standing queries their records match.
 
 The hub reacts to bus events only (the indexer may run in another process); nothing polls. Pushes
 are handed to each connection's bounded send queue without waiting, so one slow reader cannot
@@ -9,7 +12,7 @@ hold the others up.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -20,16 +23,18 @@ import structlog
 
 from shoal.errors import ShoalError
 from shoal.filters import FieldCondition, Filter, Match
-from shoal.ingest import INDEXED_CHANNEL
-from shoal.search import to_result
+from shoal.ingest import ANALYZED_CHANNEL, INDEXED_CHANNEL
 from shoal.services import Services
-from shoal.vectors import Hit, Point
+from shoal.vectors import Hit, Point, SearchRequest
 
 logger = structlog.get_logger(__name__)
 
 Event = dict[str, Any]
 STORE_KEYS = frozenset({"ts"})
 """Payload keys the pipeline adds beside the tweet's own (the record time)."""
+ANALYSES_KEPT = 4096
+"""Analyses kept for records not pushed yet: the analysis may be announced before the indexer's event."""
+Matrix = np.ndarray[Any, np.dtype[np.float32]]
 
 
 class Listener(Protocol):
@@ -52,9 +57,11 @@ class StandingQuery:
     owner: Listener
     query: str
     min_score: float
-    vector: np.ndarray[Any, np.dtype[np.float32]]
+    vector: Matrix
     user_id: str | None
-    """Only tweets of this user match; ``None`` means every user's."""
+    """Only records whose payload ``user_id`` is this match; ``None`` means every user's."""
+    collection: str
+    """The collection whose new records are matched."""
 
 
 def user_filter(user_id: str) -> Filter:
@@ -74,15 +81,15 @@ def public_payload(hit: Hit | Point) -> dict[str, Any]:
 
 
 class PushHub:
-    """Routes ``indexed`` events to connections. Use as an async context manager."""
+    """Routes ``indexed`` and ``analyzed`` events to connections. Use as an async context manager."""
 
     def __init__(self, services: Services, collection: str) -> None:
         self._s = services
         self.collection = collection
         self._pending: dict[str, list[Listener]] = defaultdict(list)
         self._queries: dict[tuple[int, str], StandingQuery] = {}
-        self._matrix: np.ndarray[Any, np.dtype[np.float32]] | None = None
-        self._order: list[StandingQuery] = []
+        self._matrices: dict[str, tuple[list[StandingQuery], Matrix]] = {}
+        self._analyses: OrderedDict[tuple[str, str], Event] = OrderedDict()
         self._listening = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.events = 0
@@ -123,11 +130,11 @@ class PushHub:
 
     def subscribe(self, query: StandingQuery) -> None:
         self._queries[(id(query.owner), query.id)] = query
-        self._matrix = None
+        self._matrices.clear()
 
     def unsubscribe(self, owner: Listener, query_id: str) -> bool:
         found = self._queries.pop((id(owner), query_id), None) is not None
-        self._matrix = None
+        self._matrices.clear()
         return found
 
     def drop(self, listener: Listener, pending: Sequence[str]) -> None:
@@ -135,87 +142,134 @@ class PushHub:
         self.forget(listener, pending)
         for key in [k for k, q in self._queries.items() if q.owner is listener]:
             del self._queries[key]
-        self._matrix = None
+        self._matrices.clear()
+
+    def _queries_on(self, collection: str) -> tuple[list[StandingQuery], Matrix] | None:
+        """The standing queries on ``collection`` and their vectors stacked (cached until they change)."""
+        if collection not in self._matrices:
+            order = [q for q in self._queries.values() if q.collection == collection]
+            if not order:
+                return None
+            self._matrices[collection] = (order, np.stack([q.vector for q in order]).astype(np.float32))
+        return self._matrices[collection]
 
     # -- event handling ------------------------------------------------------------------------
     async def _run(self) -> None:
-        async with self._s.bus.subscribe(INDEXED_CHANNEL, maxsize=100_000) as subscription:
+        async with self._s.bus.subscribe(INDEXED_CHANNEL, ANALYZED_CHANNEL, maxsize=100_000) as subscription:
             self._listening.set()
             async for event in subscription:
-                if event.get("collection") != self.collection:
+                collection = event.get("collection")
+                if not isinstance(collection, str):
                     continue
-                self.events += 1
                 try:
-                    await self.handle(event.get("ids") or [], event.get("failed") or {})
+                    if "analyses" in event:
+                        await self.annotate(collection, event["analyses"] or {})
+                    elif collection == self.collection or self._queries_on(collection) is not None:
+                        if collection == self.collection:
+                            self.events += 1
+                        await self.handle(event.get("ids") or [], event.get("failed") or {}, collection)
                 except ShoalError as exc:
-                    logger.error("tweet push failed", error=exc.code, details=str(exc.details))
+                    logger.error("live push failed", collection=collection, error=exc.code, details=str(exc.details))
                 if subscription.dropped:
-                    logger.warning("indexed events dropped; some pushes were missed", dropped=subscription.dropped)
+                    logger.warning("bus events dropped; some pushes were missed", dropped=subscription.dropped)
                     subscription.dropped = 0
 
-    async def handle(self, ids: Sequence[str], failed: dict[str, str]) -> None:
-        for tweet_id, error in failed.items():
-            for listener in self._pending.pop(tweet_id, ()):
-                listener.done(tweet_id)
-                listener.push({"type": "error", "error": "embedding_failed", "tweet_id": tweet_id, "details": error})
-        wanted = list(ids) if self._queries else [i for i in ids if i in self._pending]
+    async def handle(self, ids: Sequence[str], failed: dict[str, str], collection: str | None = None) -> None:
+        """Records ``ids`` of ``collection`` (default: the tweets) were indexed and ``failed`` were not."""
+        name = collection or self.collection
+        tweets = name == self.collection
+        if tweets:
+            for tweet_id, error in failed.items():
+                for listener in self._pending.pop(tweet_id, ()):
+                    listener.done(tweet_id)
+                    listener.push(
+                        {"type": "error", "error": "embedding_failed", "tweet_id": tweet_id, "details": error}
+                    )
+        queries = self._queries_on(name)
+        wanted = list(ids) if queries else [i for i in ids if tweets and i in self._pending]
         if not wanted:
             return
-        collection = await self._s.collections.get(self.collection)
-        points = await self._s.vectors.retrieve(collection.vector_name, wanted, with_vectors=True)
-        points = [p for p in points if p.vector is not None]
-        searches = []
-        for point in points:
-            for listener in self._pending.pop(point.id, ()):
-                listener.done(point.id)
-                searches.append(self._similar(collection.vector_name, point, listener))
-        # A tweet deleted before its push stops being pending.
-        for tweet_id in set(wanted) - {p.id for p in points}:
-            for listener in self._pending.pop(tweet_id, ()):
-                listener.done(tweet_id)
-        if self._queries and points:
-            self._match(points)
-        if searches:
-            await asyncio.gather(*searches)
+        vector_name, points = await self._points(name, wanted)
+        similar: list[tuple[Point, Listener]] = []
+        if tweets:
+            for point in points:
+                for listener in self._pending.pop(point.id, ()):
+                    listener.done(point.id)
+                    similar.append((point, listener))
+            # A tweet deleted before its push stops being pending.
+            for tweet_id in set(wanted) - {p.id for p in points}:
+                for listener in self._pending.pop(tweet_id, ()):
+                    listener.done(tweet_id)
+        if queries and points:
+            known = {p.id: self._analyses.pop((name, p.id), None) for p in points}
+            self._match(name, points, {i: a for i, a in known.items() if a is not None}, "match")
+        if similar:
+            await self._similar(vector_name, similar)
 
-    async def _similar(self, vector_name: str, point: Point, listener: Listener) -> None:
-        user_id = point.payload.get("user_id")
-        scope = None if listener.everyone or not isinstance(user_id, str) else user_filter(user_id)
-        assert point.vector is not None
-        hits = await self._s.vectors.search(
-            vector_name,
-            point.vector,
-            limit=listener.k,
-            filter=scope,
-            exclude_ids=[point.id],
-            ef=max(64, 4 * listener.k),
-        )
-        results = []
-        for hit in hits:
-            result = to_result(hit)
-            results.append({"id": result.id, "score": round(result.score, 6), "payload": public_payload(hit)})
-        listener.push({"type": "similar", "tweet_id": point.id, "results": results})
+    async def annotate(self, collection: str, analyses: dict[str, Event]) -> None:
+        """A feature analysed records of ``collection``: push each analysis to the standing queries
+        its record matches. Kept (bounded) for the ``match`` too, since the indexer's event for the
+        record may come later."""
+        if not analyses or self._queries_on(collection) is None:
+            return
+        for record_id, analysis in analyses.items():
+            self._analyses[(collection, record_id)] = analysis
+            self._analyses.move_to_end((collection, record_id))
+        while len(self._analyses) > ANALYSES_KEPT:
+            self._analyses.popitem(last=False)
+        _, points = await self._points(collection, list(analyses))
+        if points:
+            self._match(collection, points, analyses, "analysis")
 
-    def _match(self, points: Sequence[Point]) -> None:
-        """All standing queries against all new vectors in one matrix product."""
-        if self._matrix is None:
-            self._order = list(self._queries.values())
-            self._matrix = np.stack([q.vector for q in self._order]).astype(np.float32)
+    async def _points(self, collection: str, ids: list[str]) -> tuple[str, list[Point]]:
+        """The vector collection searched for ``collection``, and the points of ``ids`` found in it."""
+        vector_name = (await self._s.collections.get(collection)).vector_name
+        points = await self._s.vectors.retrieve(vector_name, ids, with_vectors=True)
+        return vector_name, [p for p in points if p.vector is not None]
+
+    async def _similar(self, vector_name: str, wanted: Sequence[tuple[Point, Listener]]) -> None:
+        """Each listener's top-k for its new tweet: one batched search for the whole event, each
+        result list encoded into its push once."""
+        requests = []
+        for point, listener in wanted:
+            user_id = point.payload.get("user_id")
+            scope = None if listener.everyone or not isinstance(user_id, str) else user_filter(user_id)
+            assert point.vector is not None
+            requests.append(
+                SearchRequest(point.vector, listener.k, scope, exclude_ids=(point.id,), ef=max(64, 4 * listener.k))
+            )
+        found = await self._s.vectors.search_many(vector_name, requests)
+        for (point, listener), hits in zip(wanted, found, strict=True):
+            results = [{"id": h.id, "score": round(h.score, 6), "payload": public_payload(h)} for h in hits]
+            listener.push({"type": "similar", "tweet_id": point.id, "results": results})
+
+    def _match(self, collection: str, points: Sequence[Point], analyses: dict[str, Event], kind: str) -> None:
+        """All standing queries on ``collection`` against all ``points`` in one matrix product; push a
+        ``match`` (with the analysis, when known) or an ``analysis`` for each pair above its threshold."""
+        found = self._queries_on(collection)
+        if found is None:
+            return
+        order, matrix = found
         vectors = np.asarray([p.vector for p in points], dtype=np.float32)
-        scores = vectors @ self._matrix.T  # (new tweets, queries): cosine, both sides L2-normalised
-        thresholds = np.asarray([q.min_score for q in self._order], dtype=np.float32)
+        scores = vectors @ matrix.T  # (new records, queries): cosine, both sides L2-normalised
+        thresholds = np.asarray([q.min_score for q in order], dtype=np.float32)
         rows, cols = np.nonzero(scores >= thresholds)
         for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
-            query, point = self._order[col], points[row]
+            query, point = order[col], points[row]
             if query.user_id is not None and point.payload.get("user_id") != query.user_id:
                 continue
-            query.owner.push(
-                {
-                    "type": "match",
-                    "subscription": query.id,
-                    "query": query.query,
-                    "tweet_id": point.id,
-                    "score": round(float(scores[row, col]), 6),
-                    "payload": public_payload(point),
-                }
-            )
+            event: Event = {
+                "type": kind,
+                "subscription": query.id,
+                "query": query.query,
+                "collection": collection,
+                "id": point.id,
+                "score": round(float(scores[row, col]), 6),
+            }
+            if collection == self.collection:
+                event["tweet_id"] = point.id  # the tweet stream's name for it, kept for its clients
+            if kind == "match":
+                event["payload"] = public_payload(point)
+            if point.id in analyses:
+                event["analysis"] = analyses[point.id]
+            query.owner.push(event)

@@ -31,8 +31,7 @@ async def search_payload(body: SearchPayloadIn, request: Request, services: Serv
     if body.query is not None:
         results = await search(services, settings.collection, text=body.query, filter=scope, limit=body.limit)
         points = [
-            {"id": r.id, "score": round(r.score, 6), "payload": {**visible(r.payload), "text": r.text}}
-            for r in results
+            {"id": r.id, "score": round(r.score, 6), "payload": {**visible(r.payload), "text": r.text}} for r in results
         ]
     else:
         collection = await services.collections.get(settings.collection)

@@ -1,9 +1,10 @@
 """``WS /ws``: tweet batches in, acks and live pushes out.
 
 Client → server (JSON text frames):
-``{"tweets": [{"user_id", "id", "text", "username", ...}]}`` · ``{"type": "subscribe", "query", "min_score"}``
+``{"tweets": [{"user_id", "id", "text", "username", ...}]}`` · ``{"type": "subscribe", "query", "min_score",
+"collection"?}``
 · ``{"type": "unsubscribe", "id"}`` · ``{"type": "config", "k", "scope"}`` · ``{"type": "auth", "token"}``
-· ``{"type": "ping"}``. Server → client: ``ack``, ``similar``, ``match``, ``subscribed``,
+· ``{"type": "ping"}``. Server → client: ``ack``, ``similar``, ``match``, ``analysis``, ``subscribed``,
 ``unsubscribed``, ``config``, ``auth_ok``, ``pong`` and ``error`` (the connection survives bad input).
 
 Every outbound message goes through one bounded queue per connection; when it is full the client
@@ -225,17 +226,33 @@ class Connection:
         request = SubscribeIn.model_validate(message)
         if len(self.queries) >= self.settings.max_subscriptions and request.id not in self.queries:
             raise InvalidInput(f"subscribe: at most {self.settings.max_subscriptions} standing queries")
+        name = request.collection or self.settings.collection
+        collection = await self.services.collections.get(name)
+        engine = self.services.engine
+        if collection.model != engine.model_id:
+            # the query is embedded by the engine: its cosine to another model's vectors means nothing
+            raise InvalidInput(
+                f"collection: {name!r} is embedded with {collection.model}, queries with {engine.model_id}"
+            )
         user_id = request.user_id
-        if self.restricted:
+        if self.restricted and name == self.settings.collection:
             assert self.principal is not None
             if user_id not in (None, self.principal.subject):
                 raise Forbidden("user_id: you can only subscribe to your own tweets")
             user_id = self.principal.subject
-        vector = (await self.services.engine.embed([request.query]))[0]
+        vector = (await engine.embed([request.query]))[0]
         query_id = request.id or f"q{next(self._query_ids)}"
-        self.hub.subscribe(StandingQuery(query_id, self, request.query, request.min_score, vector, user_id))
+        self.hub.subscribe(StandingQuery(query_id, self, request.query, request.min_score, vector, user_id, name))
         self.queries.add(query_id)
-        self.push({"type": "subscribed", "id": query_id, "query": request.query, "min_score": request.min_score})
+        self.push(
+            {
+                "type": "subscribed",
+                "id": query_id,
+                "query": request.query,
+                "min_score": request.min_score,
+                "collection": name,
+            }
+        )
 
     async def _unsubscribe(self, message: dict[str, Any]) -> None:
         request = UnsubscribeIn.model_validate(message)

@@ -7,6 +7,7 @@ the same strings back. Vectors are L2-normalised float32 and compared by cosine 
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -38,6 +39,17 @@ class Hit:
     score: float
     payload: Payload
     vector: list[float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    """One search of a batch (``VectorStore.search_many``); the fields mean what ``search``'s do."""
+
+    vector: Sequence[float]
+    limit: int = 10
+    filter: Filter | None = None
+    exclude_ids: Sequence[str] = ()
+    ef: int | None = None
 
 
 class VectorStore(abc.ABC):
@@ -108,6 +120,15 @@ class VectorStore(abc.ABC):
     ) -> list[Hit]:
         """Nearest points by cosine similarity, best first. ``ef`` overrides the HNSW beam width
         (raise it toward ``limit + len(exclude_ids)`` when excluding many ids)."""
+
+    async def search_many(self, name: str, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
+        """``search`` for every request, the results in request order. Stores that can plan a batch
+        as one call (Edge) override this; the default runs the searches concurrently."""
+        searches = (
+            self.search(name, r.vector, limit=r.limit, filter=r.filter, exclude_ids=r.exclude_ids, ef=r.ef)
+            for r in requests
+        )
+        return list(await asyncio.gather(*searches))
 
     async def search_sparse(
         self,

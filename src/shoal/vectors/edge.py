@@ -25,7 +25,7 @@ import qdrant_edge as edge
 from shoal.errors import BackendError, CollectionNotFound, Conflict, InvalidInput, ShoalError
 from shoal.filters import Filter
 from shoal.vectors import edge_filters as codec
-from shoal.vectors.base import Hit, Point, SparseVector, VectorStore
+from shoal.vectors.base import Hit, Point, SearchRequest, SparseVector, VectorStore
 
 DENSE = codec.DENSE
 SPARSE = codec.SPARSE
@@ -41,6 +41,8 @@ _SCHEMAS: dict[str, edge.PayloadSchemaType] = {
     "uuid": edge.PayloadSchemaType.Uuid,
 }
 _META = "collection.json"
+BATCH_QUERIES = 32
+"""Searches per ``query_batch`` call: ~0.3 ms each on an unindexed segment of a few thousand points."""
 T = TypeVar("T")
 
 
@@ -227,6 +229,31 @@ class EdgeVectorStore(VectorStore):
             with_vector=[DENSE] if with_vectors else False,
         )
         return await self._query(collection, request)
+
+    async def search_many(self, name: str, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
+        """The searches as ``query_batch`` calls of at most ``BATCH_QUERIES`` each: one thread hop and
+        one planned pass over the segments per chunk instead of per search. Edge 0.9 keeps the GIL
+        for a whole ``query_batch`` (a single ``query`` releases it), so chunks stay small enough
+        (milliseconds) not to stall the event loop."""
+        collection = await self._get(name)
+        found: list[list[Hit]] = []
+        for start in range(0, len(requests), BATCH_QUERIES):
+            batch = edge.QueryBatchRequest(
+                [
+                    edge.QueryRequest(
+                        limit=r.limit,
+                        query=edge.Query.Nearest(codec.dense(r.vector, collection.dim), using=DENSE),
+                        filter=_filter(r.filter, r.exclude_ids),
+                        params=edge.SearchParams(hnsw_ef=r.ef) if r.ef else None,
+                        with_payload=True,
+                        with_vector=False,
+                    )
+                    for r in requests[start : start + BATCH_QUERIES]
+                ]
+            )
+            results = await self._call(collection.shard.query_batch, batch)
+            found.extend([codec.to_hit(s) for s in scored] for scored in results)
+        return found
 
     async def search_sparse(
         self, name: str, sparse: SparseVector, *, limit: int = 10, filter: Filter | None = None

@@ -8,6 +8,7 @@ filters and newest-first ordering. Reserved keys never leave this module's decod
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -31,8 +32,10 @@ SPARSE = "bm25"
 _NAMESPACE = uuid.UUID("6f1c1e0a-5b7d-4a52-9d8e-3c2f0b9a7e41")
 
 
+@functools.lru_cache(maxsize=1 << 15)
 def point_uuid(point_id: str) -> uuid.UUID:
-    """The deterministic Edge id for a caller's string id."""
+    """The deterministic Edge id for a caller's string id. Cached: a search that excludes a user's
+    seen items converts every one of them (uuid5 is a SHA-1, ~2 µs), each time the list is rebuilt."""
     return uuid.uuid5(_NAMESPACE, point_id)
 
 

@@ -1,0 +1,52 @@
+"""The optimizer runs once writes pause, or once enough points wait, never per write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shoal.pipeline.optimizer import Optimizer
+from shoal.vectors.edge import EdgeVectorStore
+from tests.waiting import eventually
+
+
+class Counting(EdgeVectorStore):
+    """The embedded store, counting the optimisations it is asked for."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.optimized: list[str] = []
+
+    async def optimize(self, name: str) -> None:
+        self.optimized.append(name)
+        await super().optimize(name)
+
+
+async def test_runs_once_writes_pause(tmp_path: Path) -> None:
+    async with Counting(tmp_path) as store:
+        await store.create_collection("a", 4)
+        await store.create_collection("b", 4)
+        async with Optimizer(store, quiet_s=0.05, max_pending=1_000_000) as optimizer:
+            optimizer.mark("a", 10)
+            optimizer.mark("b", 1)
+            optimizer.mark("a", 10)
+
+            async def optimized() -> list[str]:
+                return store.optimized
+
+            assert await eventually(optimized) == ["a", "b"]
+            assert optimizer.runs == 1
+
+
+async def test_runs_while_writes_go_on_once_enough_points_wait(tmp_path: Path) -> None:
+    async with Counting(tmp_path) as store:
+        await store.create_collection("a", 4)
+        # An hour of quiet is never reached here: only the pending count can start the run.
+        async with Optimizer(store, quiet_s=3600, max_pending=100) as optimizer:
+            optimizer.mark("a", 60)
+            assert optimizer.runs == 0
+            optimizer.mark("a", 60)
+
+            async def optimized() -> list[str]:
+                return store.optimized
+
+            assert await eventually(optimized) == ["a"]

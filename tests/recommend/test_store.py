@@ -1,0 +1,72 @@
+"""The profile store's batch transaction, on SQLite and on PostgreSQL: event ids recorded once,
+state read back as written, nothing kept from a batch that failed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shoal.errors import BackendError
+from shoal.recommend.popular import Trend
+from shoal.recommend.store import ProfileStore
+from shoal.records.migrations import migrate
+from tests.conftest import POSTGRES_URL, require_service
+from tests.records.conftest import create_database, drop_database
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ProfileStore]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'shoal.db'}"
+    else:
+        require_service("PostgreSQL", "127.0.0.1", 5432)
+        url = await create_database(POSTGRES_URL)
+    try:
+        await migrate(url)
+        async with ProfileStore(url, popular_half_life_s=3600) as opened:
+            yield opened
+    finally:
+        if request.param == "postgres":
+            await drop_database(POSTGRES_URL, url)
+
+
+async def test_event_ids_are_recorded_once_and_state_reads_back(store: ProfileStore) -> None:
+    events = [("e1", "u1"), ("e2", "u1"), ("e3", "u2")]
+    async with store.batch(events, ["u1", "u2"], ["i1"]) as batch:
+        assert batch.applied == set()
+        for event_id, user in events:
+            batch.profiles[user].add(np.ones(4), 1.0, 100.0, 3600)
+            batch.profiles[user].record("i1", "view", known=True, recent_size=10)
+            batch.new_ids.append((event_id, user))
+        batch.trends["i1"] = Trend("i1", 3.0, 100.0)
+
+    # a retry of two of them with a new one: only the new one is fresh
+    async with store.batch([("e2", "u1"), ("e3", "u2"), ("e4", "u2")], ["u1", "u2"], ["i1"]) as batch:
+        assert batch.applied == {"e2", "e3"}
+        assert batch.profiles["u1"].events == 2 and batch.profiles["u2"].events == 1
+        assert batch.trends["i1"].score == 3.0
+        np.testing.assert_allclose(batch.profiles["u1"].vector, 2 * np.ones(4))
+
+    found = await store.get("u1")
+    assert found is not None and found.counters == {"view": 2} and list(found.seen) == ["i1"]
+    assert [t.item_id for t in await store.trending(5)] == ["i1"]
+
+
+async def test_a_failed_batch_records_nothing(store: ProfileStore) -> None:
+    with pytest.raises(RuntimeError):
+        async with store.batch([("e1", "u1")], ["u1"], []) as batch:
+            batch.new_ids.append(("e1", "u1"))
+            raise RuntimeError("the batch failed half-way")
+    async with store.batch([("e1", "u1")], ["u1"], []) as batch:
+        assert batch.applied == set()  # the retry applies it
+    assert await store.get("u1") is None  # no new_ids: nothing written
+
+
+async def test_a_closed_store_is_a_backend_error(tmp_path: Path) -> None:
+    store = ProfileStore(f"sqlite+aiosqlite:///{tmp_path / 'shoal.db'}", popular_half_life_s=3600)
+    with pytest.raises(BackendError):
+        async with store.batch([("e1", "u1")], ["u1"], []):
+            pass

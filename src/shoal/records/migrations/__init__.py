@@ -14,8 +14,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from shoal.errors import BackendError, ConfigurationError
 from shoal.records.schema import make_engine
@@ -46,20 +47,40 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
+def _sqlite_locked(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc)
+
+
 async def upgrade_engine(engine: AsyncEngine) -> None:
-    """Upgrade the database behind ``engine`` to head, in one transaction."""
+    """Upgrade the database behind ``engine`` to head, in one transaction.
+
+    Processes opening a new SQLite file together race to switch it to WAL, and SQLite answers some of
+    those conflicts "database is locked" at once instead of waiting out ``busy_timeout``; the upgrade
+    is idempotent (it reads the revision inside its transaction), so it is simply tried again.
+    """
     try:
-        async with engine.connect() as connection:
-            if engine.dialect.name == "sqlite":
-                # take the write lock first: SQLite would otherwise autocommit DDL statement by statement
-                # and two processes starting together could both try to create the tables
-                await connection.exec_driver_sql("BEGIN IMMEDIATE")
-            elif engine.dialect.name == "postgresql":
-                await connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
-            await connection.run_sync(_upgrade)
-            await connection.commit()
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_sqlite_locked),
+            stop=stop_after_attempt(5),
+            wait=wait_random_exponential(multiplier=0.05, max=1.0),
+            reraise=True,
+        ):
+            with attempt:
+                await _upgrade_once(engine)
     except (SQLAlchemyError, OSError) as exc:
         raise BackendError(f"record store migration failed: {exc}") from exc
+
+
+async def _upgrade_once(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            # take the write lock first: SQLite would otherwise autocommit DDL statement by statement
+            # and two processes starting together could both try to create the tables
+            await connection.exec_driver_sql("BEGIN IMMEDIATE")
+        elif engine.dialect.name == "postgresql":
+            await connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
+        await connection.run_sync(_upgrade)
+        await connection.commit()
 
 
 async def ensure_current(engine: AsyncEngine) -> None:

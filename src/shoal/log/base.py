@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from shoal.errors import InvalidInput
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -55,6 +57,19 @@ class Consumer(abc.ABC):
     @abc.abstractmethod
     async def commit(self, messages: Sequence[Message]) -> None:
         """Mark ``messages`` (and everything before them in their partitions) as processed."""
+
+    def next_offsets(self, messages: Sequence[Message]) -> dict[int, int]:
+        """Partition -> the offset after the last of ``messages`` in it: what ``commit`` records.
+
+        Raises:
+            InvalidInput: a message of another topic.
+        """
+        offsets: dict[int, int] = {}
+        for message in messages:
+            if message.topic != self.topic:
+                raise InvalidInput(f"message of topic {message.topic!r} committed on {self.topic!r}")
+            offsets[message.partition] = max(offsets.get(message.partition, 0), message.offset + 1)
+        return offsets
 
     @abc.abstractmethod
     async def rewind(self, messages: Sequence[Message]) -> None:

@@ -430,11 +430,7 @@ class SqliteConsumer(Consumer):
         return []
 
     async def commit(self, messages: Sequence[Message]) -> None:
-        offsets: dict[int, int] = {}
-        for message in messages:
-            if message.topic != self.topic:
-                raise InvalidInput(f"message of topic {message.topic!r} committed on {self.topic!r}")
-            offsets[message.partition] = max(offsets.get(message.partition, 0), message.offset + 1)
+        offsets = self.next_offsets(messages)
         if offsets:
             await self._log._commit(self.group, self.topic, offsets)
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from tests.processes import ServerProcess  # noqa: E402
 
 from bench.embed import engine_ceiling  # noqa: E402
-from bench.loadgen import RawClient, paced  # noqa: E402
+from bench.loadgen import RawClient, paced_requests  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "twcs" / "twcs_random_sample.csv"
 RESULTS = ROOT / "bench" / "results" / "ingest.json"
@@ -125,41 +125,23 @@ async def main(records: int, seconds: float) -> dict[str, Any]:
             base = records
 
             # Single-record requests at a fixed rate from a client that costs little CPU (bench/loadgen.py).
-            async with RawClient(server.url, connections=256) as raw:
-                waits = [
-                    raw.encode(
-                        "POST",
-                        "/v1/collections/latency/records?wait=true",
-                        {"records": [{"id": f"l{i}", "text": texts[base + i]}]},
-                    )
-                    for i in range(int(200 * seconds))
-                ]
+            def waiting(raw: RawClient, i: int) -> bytes:
+                body = {"records": [{"id": f"l{i}", "text": texts[base + i]}]}
+                return raw.encode("POST", "/v1/collections/latency/records?wait=true", body)
 
-                async def wait_one(i: int) -> None:
-                    status, body = await raw.request(waits[i])
-                    assert status == 200, body
+            lat = await paced_requests(server.url, 200, seconds, waiting, expect={200}, connections=256)
+            out |= {"searchable_p50_ms_at_200rps": pct(lat, 50), "searchable_p99_ms_at_200rps": pct(lat, 99)}
 
-                lat = await paced(200, seconds, wait_one)
-                out |= {"searchable_p50_ms_at_200rps": pct(lat, 50), "searchable_p99_ms_at_200rps": pct(lat, 99)}
+            # 3. 202 latency at 500 requests/s
+            await client.post("/v1/collections", json={"name": "accept"})
+            base2 = base + int(200 * seconds)
 
-                # 3. 202 latency at 500 requests/s
-                await client.post("/v1/collections", json={"name": "accept"})
-                base2 = base + int(200 * seconds)
-                accepts = [
-                    raw.encode(
-                        "POST",
-                        "/v1/collections/accept/records",
-                        {"records": [{"id": f"a{i}", "text": texts[base2 + i]}]},
-                    )
-                    for i in range(int(500 * seconds))
-                ]
+            def accepting(raw: RawClient, i: int) -> bytes:
+                body = {"records": [{"id": f"a{i}", "text": texts[base2 + i]}]}
+                return raw.encode("POST", "/v1/collections/accept/records", body)
 
-                async def accept_one(i: int) -> None:
-                    status, body = await raw.request(accepts[i])
-                    assert status == 202, body
-
-                lat = await paced(500, seconds, accept_one)
-                out |= {"accept_p50_ms_at_500rps": pct(lat, 50), "accept_p99_ms_at_500rps": pct(lat, 99)}
+            lat = await paced_requests(server.url, 500, seconds, accepting, expect={202}, connections=256)
+            out |= {"accept_p50_ms_at_500rps": pct(lat, 50), "accept_p99_ms_at_500rps": pct(lat, 99)}
             out["rss_load_mb"] = max(out["rss_load_mb"], proc.memory_info().rss / 2**20)
     out["load_average_1m"] = os.getloadavg()[0]
     return out

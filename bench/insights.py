@@ -39,7 +39,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.loadgen import RawClient, paced  # noqa: E402
+from bench.loadgen import RawClient, paced_requests  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results" / "insights.json"
@@ -239,13 +239,7 @@ async def server_figures(conversations: int, seconds: float, rate: float, timeou
 
                 async def latencies(request: Any) -> list[float]:
                     """``rate`` requests/s for ``seconds`` from a client that costs little CPU (open loop)."""
-                    async with RawClient(f"http://127.0.0.1:{port}", connections=64) as raw:
-
-                        async def send(i: int) -> None:
-                            status, body = await raw.request(request(raw, i))
-                            assert status in (200, 202), body
-
-                        return await paced(rate, seconds, send)
+                    return await paced_requests(f"http://127.0.0.1:{port}", rate, seconds, request, expect={200, 202})
 
                 def post(raw: RawClient, i: int) -> bytes:
                     i += posted

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -99,3 +99,23 @@ async def paced(rate: float, seconds: float, send: Callable[[int], Awaitable[Non
         tasks.append(asyncio.create_task(one(i, scheduled)))
     await asyncio.gather(*tasks)
     return latencies
+
+
+async def paced_requests(
+    url: str,
+    rate: float,
+    seconds: float,
+    build: Callable[[RawClient, int], bytes],
+    expect: Collection[int],
+    connections: int = 64,
+) -> list[float]:
+    """``paced`` requests to ``url``: ``build(client, i)`` makes the i-th one (all are encoded before
+    the clock starts); an answer whose status is not in ``expect`` fails the run."""
+    async with RawClient(url, connections) as client:
+        requests = [build(client, i) for i in range(int(rate * seconds))]
+
+        async def send(i: int) -> None:
+            status, body = await client.request(requests[i])
+            assert status in expect, body
+
+        return await paced(rate, seconds, send)

@@ -218,15 +218,12 @@ class EdgeVectorStore(VectorStore):
         with_vectors: bool = False,
     ) -> list[Hit]:
         collection = await self._get(name)
-        request = edge.QueryRequest(
-            limit=limit,
-            offset=offset or None,
-            query=edge.Query.Nearest(codec.dense(vector, collection.dim), using=DENSE),
-            filter=_filter(filter, exclude_ids),
+        request = _nearest(
+            collection.dim,
+            SearchRequest(vector, limit, filter, exclude_ids, ef),
+            offset=offset,
             score_threshold=score_threshold,
-            params=edge.SearchParams(hnsw_ef=ef) if ef else None,
-            with_payload=True,
-            with_vector=[DENSE] if with_vectors else False,
+            with_vectors=with_vectors,
         )
         return await self._query(collection, request)
 
@@ -239,17 +236,7 @@ class EdgeVectorStore(VectorStore):
         found: list[list[Hit]] = []
         for start in range(0, len(requests), BATCH_QUERIES):
             batch = edge.QueryBatchRequest(
-                [
-                    edge.QueryRequest(
-                        limit=r.limit,
-                        query=edge.Query.Nearest(codec.dense(r.vector, collection.dim), using=DENSE),
-                        filter=_filter(r.filter, r.exclude_ids),
-                        params=edge.SearchParams(hnsw_ef=r.ef) if r.ef else None,
-                        with_payload=True,
-                        with_vector=False,
-                    )
-                    for r in requests[start : start + BATCH_QUERIES]
-                ]
+                [_nearest(collection.dim, r) for r in requests[start : start + BATCH_QUERIES]]
             )
             results = await self._call(collection.shard.query_batch, batch)
             found.extend([codec.to_hit(s) for s in scored] for scored in results)
@@ -403,6 +390,27 @@ def _translate(exc: Exception) -> ShoalError:
 def _close_shard(shard: edge.EdgeShard) -> None:
     shard.flush()
     shard.close()
+
+
+def _nearest(
+    dim: int,
+    r: SearchRequest,
+    *,
+    offset: int = 0,
+    score_threshold: float | None = None,
+    with_vectors: bool = False,
+) -> edge.QueryRequest:
+    """The Edge query for one dense search (``search`` and each of ``search_many``)."""
+    return edge.QueryRequest(
+        limit=r.limit,
+        offset=offset or None,
+        query=edge.Query.Nearest(codec.dense(r.vector, dim), using=DENSE),
+        filter=_filter(r.filter, r.exclude_ids),
+        score_threshold=score_threshold,
+        params=edge.SearchParams(hnsw_ef=r.ef) if r.ef else None,
+        with_payload=True,
+        with_vector=[DENSE] if with_vectors else False,
+    )
 
 
 def _filter(filter: Filter | None, exclude_ids: Sequence[str]) -> edge.Filter | None:

@@ -42,7 +42,14 @@ class CoreFeature(Feature):
         )
 
     def processors(self, services: Services) -> Sequence[Processor]:
-        return (IndexProcessor(services, batch_size=services.settings.ingest_batch_size, on_write=self.optimizer.mark),)
+        settings = services.settings
+        indexer = IndexProcessor(
+            services,
+            batch_size=settings.ingest_batch_size,
+            min_batch_size=settings.ingest_batch_min,
+            on_write=self.optimizer.mark,
+        )
+        return (indexer,)
 
 
 def default_features() -> list[Feature]:

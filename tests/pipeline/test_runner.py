@@ -1,5 +1,6 @@
 """``ProcessorRunner`` with a ``StagedProcessor``: the next batch is prepared while the current one is
-applied; batches are applied and committed in order; a failed apply retries both batches."""
+applied; batches are applied and committed in order; a failed apply retries both batches; the batch
+size follows the backlog."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 from collections.abc import Sequence
 
 from shoal.log import Log, Message
-from shoal.pipeline.processor import ProcessorRunner, StagedProcessor
+from shoal.pipeline.processor import BatchSize, ProcessorRunner, StagedProcessor
 from tests.waiting import eventually
 
 VALUES = [f"m{i}" for i in range(6)]
@@ -84,3 +85,47 @@ async def test_handle_runs_both_stages(log: Log, topic: str) -> None:
     async with log.consumer(topic, "g") as consumer:
         await processor.handle(await consumer.poll(6))
     assert applied(processor) == VALUES
+
+
+def test_batch_size_doubles_on_full_polls_and_halves_on_short_ones() -> None:
+    size = BatchSize(4, 32)
+    seen = [size.value]
+    for got in (4, 8, 16, 32, 32):  # full polls: a backlog
+        size.update(got)
+        seen.append(size.value)
+    assert seen == [4, 8, 16, 32, 32, 32]
+    for got in (3, 0, 1, 1):  # short polls: caught up
+        size.update(got)
+        seen.append(size.value)
+    assert seen[-4:] == [16, 8, 4, 4]
+    assert BatchSize(32, 2).value == 2  # the floor never exceeds the ceiling
+
+
+class Sized(Staged):
+    batch_size = 32
+    min_batch_size = 4
+
+
+async def test_a_backlog_drains_in_growing_batches_and_a_caught_up_runner_polls_few(log: Log, topic: str) -> None:
+    backlog = [f"b{i}" for i in range(100)]
+    await log.append(topic, [("key", v.encode()) for v in backlog])
+    processor = Sized(topic)
+    async with ProcessorRunner(log, [processor]):
+
+        async def progress() -> tuple[int, int]:
+            return len(applied(processor)), await log.lag(topic, "g")
+
+        await eventually(progress, until=lambda p: p == (100, 0))
+        sizes = [len(batch) for batch in processor.applied]
+        assert sizes[:4] == [4, 8, 16, 32]  # grows while polls come back full
+        assert max(sizes) == 32
+        # Caught up: single messages, each handled before the next, bring the poll size back down...
+        for i in range(4):
+            await log.append(topic, [("key", f"s{i}".encode())])
+            await eventually(progress, until=lambda p, n=101 + i: p == (n, 0))
+        # ...so a burst is taken a few at a time (short writes), not all at once.
+        applied_before = len(processor.applied)
+        await log.append(topic, [("key", f"c{i}".encode()) for i in range(20)])
+        await eventually(progress, until=lambda p: p == (124, 0))
+        assert len(processor.applied[applied_before]) <= 4
+    assert applied(processor) == [*backlog, *(f"s{i}" for i in range(4)), *(f"c{i}" for i in range(20))]

@@ -79,10 +79,15 @@ class IndexProcessor(StagedProcessor[list[_Plan]]):
     group = "indexer"
 
     def __init__(
-        self, services: Services, *, batch_size: int = 256, on_write: Callable[[str, int], None] | None = None
+        self,
+        services: Services,
+        *,
+        batch_size: int = 256,
+        min_batch_size: int = 32,
+        on_write: Callable[[str, int], None] | None = None,
     ) -> None:
         self._s = services
-        self.batch_size = batch_size
+        self.batch_size, self.min_batch_size = batch_size, min_batch_size
         self._on_write = on_write or (lambda name, points: None)
 
     async def prepare(self, messages: Sequence[Message]) -> list[_Plan]:

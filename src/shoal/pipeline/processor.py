@@ -6,6 +6,11 @@ after ``handle`` returns, so a crash replays the uncommitted tail and ``handle``
 A ``StagedProcessor`` splits a batch into ``prepare`` (no writes: decode, embed) and ``apply`` (the
 writes). The runner prepares the next batch while the current one is applied and committed, so its
 slow stage (the embedder) does not sit idle while the stores and the log write.
+
+How many messages a poll asks for follows the backlog (``BatchSize``): ``min_batch_size`` while the
+processor keeps up, so each batch's writes are short and requests on the same event loop do not
+queue behind them; doubling up to ``batch_size`` while polls come back full, so a backlog drains in
+large batches whose fixed costs (a transaction, an index update, a commit) are shared.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ class Processor(abc.ABC):
     topic: str
     group: str
     batch_size: int = 256
+    """Most messages in one batch (while a backlog drains)."""
+    min_batch_size: int = 32
+    """Most messages in one batch while the processor keeps up (capped by ``batch_size``)."""
     retry_delay_s: float = 1.0
 
     @abc.abstractmethod
@@ -55,6 +63,23 @@ class StagedProcessor(Processor, Generic[P]):
 
     async def handle(self, messages: Sequence[Message]) -> None:
         await self.apply(await self.prepare(messages))
+
+
+class BatchSize:
+    """The poll size of one processor: doubles after a full poll (more are waiting), halves after a
+    short one (caught up), between ``low`` and ``high``."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self.high = max(1, high)
+        self.low = max(1, min(low, self.high))
+        self.value = self.low
+
+    def update(self, got: int) -> None:
+        """Record that a poll for ``value`` messages returned ``got``."""
+        if got >= self.value:
+            self.value = min(self.high, self.value * 2)
+        else:
+            self.value = max(self.low, self.value // 2)
 
 
 class _Batch(Generic[P]):
@@ -113,10 +138,12 @@ class ProcessorRunner:
                 self._consumers.remove(consumer)
 
     async def _run_simple(self, processor: Processor, consumer: Consumer) -> None:
+        size = BatchSize(processor.min_batch_size, processor.batch_size)
         while not self._stopping.is_set():
-            batch = await consumer.poll(processor.batch_size)
+            batch = await consumer.poll(size.value)
             if not batch:
                 continue
+            size.update(len(batch))
             try:
                 await processor.handle(batch)
             except Exception:
@@ -126,12 +153,14 @@ class ProcessorRunner:
 
     async def _run_staged(self, processor: StagedProcessor[Any], consumer: Consumer) -> None:
         current: _Batch[Any] | None = None
+        size = BatchSize(processor.min_batch_size, processor.batch_size)
         try:
             while not self._stopping.is_set():
                 if current is None:
-                    messages = await consumer.poll(processor.batch_size)
+                    messages = await consumer.poll(size.value)
                     if not messages:
                         continue
+                    size.update(len(messages))
                     current = _Batch(processor, messages)
                 try:
                     prepared = await current.prepared
@@ -141,7 +170,8 @@ class ProcessorRunner:
                     continue
                 # What arrived while this batch was prepared is the next batch: poll it without
                 # waiting (a poll is never cancelled half-read) and start preparing it now.
-                ahead = await consumer.poll(processor.batch_size, timeout=0)
+                ahead = await consumer.poll(size.value, timeout=0)
+                size.update(len(ahead))
                 following = _Batch(processor, ahead) if ahead else None
                 try:
                     await processor.apply(prepared)

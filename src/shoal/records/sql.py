@@ -57,6 +57,13 @@ class SqlRecordStore(RecordStore):
         self._dialect = make_url(url).get_backend_name()
         self._auto_migrate = self._dialect == "sqlite" if auto_migrate is None else auto_migrate
         self._engine: AsyncEngine | None = None
+        upsert = self._insert(_records)
+        # Built once: the statement is the same for every batch (only its parameters change), and
+        # building ``excluded``'s columns cost ~0.7 ms a call, half of a small batch's upsert.
+        self._upsert_records = upsert.on_conflict_do_update(
+            index_elements=[_records.c.collection, _records.c.id],
+            set_={name: upsert.excluded[name] for name in _RECORD_COLUMNS if name not in {"collection", "id"}},
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -161,14 +168,9 @@ class SqlRecordStore(RecordStore):
             (r.collection, r.id): {name: getattr(r, name) for name in _RECORD_COLUMNS} | {"updated_at": now}
             for r in records
         }
-        stmt = self._insert(_records)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[_records.c.collection, _records.c.id],
-            set_={name: stmt.excluded[name] for name in _RECORD_COLUMNS if name not in {"collection", "id"}},
-        )
         async with self._begin() as conn:
             try:
-                await conn.execute(stmt, list(rows.values()))
+                await conn.execute(self._upsert_records, list(rows.values()))
             except IntegrityError as exc:
                 missing = sorted({r.collection for r in records})
                 raise CollectionNotFound(f"no collection among {missing} accepts these records") from exc

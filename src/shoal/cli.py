@@ -56,16 +56,21 @@ def serve(
 
     settings = load_settings(host=host, port=port, role=role, data_dir=data_dir)
     configure_logging(settings.log_level, settings.log_json)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.drain_timeout_s),
-        ws_ping_interval=20,
-        ws_ping_timeout=20,
-    )
+    uvicorn.run(create_app(settings), **uvicorn_options(settings))
+
+
+def uvicorn_options(settings: Any) -> dict[str, Any]:
+    """How ``shoal serve`` runs uvicorn (benchmarks that build their own app run it the same way)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": int(settings.drain_timeout_s),
+        "ws_ping_interval": 20,
+        "ws_ping_timeout": 20,
+        "ws_per_message_deflate": settings.ws_compression,
+    }
 
 
 @app.command()

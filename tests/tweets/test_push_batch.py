@@ -56,3 +56,18 @@ async def test_one_event_pushes_each_listener_its_own_k_and_scope(server: tuple[
     scores = [r["score"] for r in to_own["results"]]
     assert scores == sorted(scores, reverse=True)
     assert everyone.finished == ["a0"] and sorted(own.finished) == ["b0", "missing"]
+
+
+async def test_a_tweet_never_lists_itself_even_among_identical_texts(server: tuple[str, FastAPI]) -> None:
+    """The search asks for k + 1 and drops the tweet afterwards: with exact duplicates scoring the
+    same as the tweet itself, it is still left out and k others remain."""
+    base, _ = server
+    text = "the very same words, said again"
+    async with client(f"{base}/ws?k=3") as c:
+        await c.send({"tweets": [tweet(f"d{i}", text, user_id="dan") for i in range(3)]})
+        for _ in range(3):
+            await c.wait_type("similar")
+        await c.send({"tweets": [tweet("d3", text, user_id="dan")]})
+        pushed = await c.wait_type("similar", tweet_id="d3")
+    assert sorted(r["id"] for r in pushed["results"]) == ["d0", "d1", "d2"]
+    assert all(r["score"] > 0.99 for r in pushed["results"])

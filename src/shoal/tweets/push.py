@@ -229,18 +229,22 @@ class PushHub:
 
     async def _similar(self, vector_name: str, wanted: Sequence[tuple[Point, Listener]]) -> None:
         """Each listener's top-k for its new tweet: one batched search for the whole event, each
-        result list encoded into its push once."""
+        result list encoded into its push once.
+
+        Each search asks for k + 1 and drops the tweet itself afterwards rather than excluding its id
+        in the filter: searches that share a filter are scored together by the store (Edge's
+        ``query_batch``), a per-tweet ``must_not`` makes every one of them its own filtered scan
+        (measured 1.8x the CPU on an unindexed 15k-point segment)."""
         requests = []
         for point, listener in wanted:
             user_id = point.payload.get("user_id")
             scope = None if listener.everyone or not isinstance(user_id, str) else user_filter(user_id)
             assert point.vector is not None
-            requests.append(
-                SearchRequest(point.vector, listener.k, scope, exclude_ids=(point.id,), ef=max(64, 4 * listener.k))
-            )
+            requests.append(SearchRequest(point.vector, listener.k + 1, scope, ef=max(64, 4 * listener.k)))
         found = await self._s.vectors.search_many(vector_name, requests)
         for (point, listener), hits in zip(wanted, found, strict=True):
-            results = [{"id": h.id, "score": round(h.score, 6), "payload": public_payload(h)} for h in hits]
+            others = [h for h in hits if h.id != point.id][: listener.k]
+            results = [{"id": h.id, "score": round(h.score, 6), "payload": public_payload(h)} for h in others]
             listener.push({"type": "similar", "tweet_id": point.id, "results": results})
 
     def _match(self, collection: str, points: Sequence[Point], analyses: dict[str, Event], kind: str) -> None:

@@ -246,7 +246,7 @@ async def reads(http: httpx.AsyncClient, app: Any, users: list[str], n: int) -> 
     }
 
 
-async def main(rate: float, seconds: float, n_users: int, limit: int | None) -> None:
+async def main(rate: float, seconds: float, n_users: int, limit: int | None) -> dict[str, Any]:
     console = Console()
     configure_logging("WARNING", json=False)  # as `shoal serve` does with its level: no access lines
     texts = [r["text"] for r in item_records(CATALOG, "amazon-csv", ImportSummary(), limit)]
@@ -306,8 +306,7 @@ async def main(rate: float, seconds: float, n_users: int, limit: int | None) -> 
     table.add_row("read p99, server-side (cache hit)", f"{read['server_p99_ms']:.3f} ms", "≤ 1 ms")
     table.add_row("read p50 / p99 over HTTP", f"{read['http_p50_ms']:.2f} / {read['http_p99_ms']:.2f} ms", "")
     console.print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 if __name__ == "__main__":
@@ -316,9 +315,12 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=20, help="length of the measured phase (default 20)")
     parser.add_argument("--users", type=int, default=300)
     parser.add_argument("--catalog-limit", type=int, default=None, help="import only the first N rows")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the figures (default %(default)s)")
     parser.add_argument("--load", nargs=2, metavar=("URL", "TAG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
         load_main(args.load[0], args.load[1], args.rate, args.seconds, args.users, args.catalog_limit)
     else:
-        asyncio.run(main(args.rate, args.seconds, args.users, args.catalog_limit))
+        figures = asyncio.run(main(args.rate, args.seconds, args.users, args.catalog_limit))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(figures, indent=2) + "\n")

@@ -3,6 +3,7 @@ state read back as written, nothing kept from a batch that failed."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -70,3 +71,21 @@ async def test_a_closed_store_is_a_backend_error(tmp_path: Path) -> None:
     with pytest.raises(BackendError):
         async with store.batch([("e1", "u1")], ["u1"], []):
             pass
+
+
+async def test_many_concurrent_and_cancelled_callers_leave_no_connection_behind(store: ProfileStore) -> None:
+    # 300 WebSockets connecting at once each read a profile; one that closes meanwhile cancels its
+    # read. Neither may take the pool's connections for good: every later call would wait for them.
+    assert await asyncio.wait_for(asyncio.gather(*(store.get(f"u{n}") for n in range(300))), 60) == [None] * 300
+    for _ in range(40):
+        reading = asyncio.create_task(store.get("u1"))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+    async with store.batch([("e1", "u1")], ["u1"], []) as batch:
+        batch.profiles["u1"].record("i1", "view", known=False, recent_size=10)
+        batch.new_ids.append(("e1", "u1"))
+    for _ in range(20):
+        found = await asyncio.wait_for(store.get("u1"), 5)
+        assert found is not None and found.events == 1

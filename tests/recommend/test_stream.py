@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from shoal.app import CoreFeature, create_app
 from shoal.recommend import RecommendFeature
-from shoal.recommend.service import list_key
+from shoal.recommend.service import channel, list_key
 from tests.app_fixtures import make_settings, services_of
 from tests.recommend.conftest import catalog, post_events, profile, rec_app, rec_settings, wait_events
 from tests.servers import running_server
@@ -122,3 +123,31 @@ async def test_a_batch_replayed_after_a_crash_is_skipped(tmp_path: Path) -> None
         assert found["events"] == 12 and found["counters"] == {"view": 12}
         stored = await services.cache.get(list_key("crash"))
         assert stored is not None and orjson.loads(stored)["source"] == "realtime"
+
+
+async def test_a_batch_gives_each_user_one_list_from_their_own_events(tmp_path: Path) -> None:
+    """Several users' events in one batch: each user gets one list, computed after all of their
+    events were applied (its push names them all), from their own taste — the users' nearest-item
+    queries are batched, and no user may get another's results."""
+    tastes = {"p": "phone", "t": "television", "c": "cable"}
+    # taste only: the trending items this very batch makes would top every list
+    async with rec_app(tmp_path / "data", rec_settings(popularity_blend=0.0)) as (client, app):
+        services = services_of(app)
+        async with contextlib.AsyncExitStack() as stack:
+            subscriptions = {
+                u: await stack.enter_async_context(services.bus.subscribe(channel(u), maxsize=16)) for u in tastes
+            }
+            # one request is one log append, so the profiler takes these events as one batch
+            events = [
+                {"user_id": u, "item_id": f"{kind}-{k}", "type": "purchase"}
+                for k in (0, 1)
+                for u, kind in tastes.items()
+            ]
+            ids = await post_events(client, events)
+            for u, kind in tastes.items():
+                pushed = await asyncio.wait_for(anext(aiter(subscriptions[u])), 20)
+                assert pushed["user_id"] == u and pushed["source"] == "realtime"
+                assert pushed["events"] == [i for i, e in zip(ids, events, strict=True) if e["user_id"] == u]
+                listed = [i["item_id"] for i in pushed["items"]]
+                assert not {f"{kind}-0", f"{kind}-1"} & set(listed)  # seen items are never recommended
+                assert all(i.startswith(kind) for i in listed[:3]), listed

@@ -123,3 +123,22 @@ def make_engine(url: str) -> AsyncEngine:
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(parsed, pool_pre_ping=True, **options)
+
+
+def make_sqlite_file_engine(url: str) -> sa.Engine | None:
+    """A synchronous engine over the stdlib driver for a ``sqlite+aiosqlite://`` *file* URL, with the
+    same pragmas and JSON codec as ``make_engine``; ``None`` for any other URL (an in-memory database
+    is only shared through the async engine's one connection).
+
+    For a caller that runs several statements in one hop on a thread of its own. The pool has no
+    ceiling: that thread must never wait for a connection only it can give back."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in {"", ":memory:"} or database.startswith("file:"):
+        return None
+    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(
+        parsed.set(drivername="sqlite"), max_overflow=-1, json_serializer=_json_dumps, json_deserializer=orjson.loads
+    )
+    sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine

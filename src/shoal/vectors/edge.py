@@ -231,8 +231,11 @@ class EdgeVectorStore(VectorStore):
         """The searches as ``query_batch`` calls of at most ``BATCH_QUERIES`` each: one thread hop and
         one planned pass over the segments per chunk instead of per search. Edge 0.9 keeps the GIL
         for a whole ``query_batch`` (a single ``query`` releases it), so chunks stay small enough
-        (milliseconds) not to stall the event loop."""
+        (milliseconds) not to stall the event loop. A single search is a plain ``query``, which
+        releases it (a paced stream's indexed batches are often one record)."""
         collection = await self._get(name)
+        if len(requests) == 1:
+            return [await self._query(collection, _nearest(collection.dim, requests[0]))]
         found: list[list[Hit]] = []
         for start in range(0, len(requests), BATCH_QUERIES):
             batch = edge.QueryBatchRequest(

@@ -127,3 +127,16 @@ async def test_optimize_builds_hnsw_while_serving(tmp_path: Path) -> None:
 
 def _sv(vector: EdgeSparse) -> SparseVector:
     return SparseVector(list(vector.indices), list(vector.values))
+
+
+async def test_new_collections_store_float16_vectors(tmp_path: Path) -> None:
+    # half the mapped vector pages (docs/vectors.md, memory); float32 on request
+    vector = unit_vectors(1, DIM)[0]
+    half = vector.astype(np.float16).astype(np.float32)
+    for float16, expected in ((True, half), (False, vector)):
+        async with EdgeVectorStore(tmp_path / str(float16), float16=float16) as store:
+            await store.create_collection("c", DIM)
+            await store.upsert("c", [Point(id="a", vector=vector.tolist())])
+            (point,) = await store.retrieve("c", ["a"], with_vectors=True)
+            assert point.vector is not None
+            np.testing.assert_array_equal(np.asarray(point.vector, dtype=np.float32), expected)

@@ -63,6 +63,10 @@ class EdgeVectorStore(VectorStore):
         hnsw_ef_construct: HNSW build beam for new collections (build time grows with it).
         indexing_threshold_kb: Segment size from which ``optimize`` builds HNSW (Edge default
             10 000 KB ≈ 6 500 vectors of 384 floats; below it searches scan, which is exact).
+        float16: Store new collections' dense vectors as float16: half the file and of the mapped
+            pages that count in RSS (768 instead of 1,536 bytes a 384-dim vector), same search CPU;
+            cosine scores move by < 0.001, recall@10 0.998 instead of 0.9999 (docs/vectors.md,
+            memory). Existing collections keep the type they were created with.
     """
 
     supports_sparse = True
@@ -75,6 +79,7 @@ class EdgeVectorStore(VectorStore):
         hnsw_m: int = 16,
         hnsw_ef_construct: int = 100,
         indexing_threshold_kb: int | None = None,
+        float16: bool = True,
     ) -> None:
         self.root = Path(root)
         self._workers = workers
@@ -84,6 +89,7 @@ class EdgeVectorStore(VectorStore):
             if indexing_threshold_kb is None
             else edge.EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb)
         )
+        self._datatype = edge.VectorStorageDatatype.Float16 if float16 else None
         self._collections: dict[str, _Collection] = {}
         self._lock = asyncio.Lock()  # guards opening, creating and dropping shards
         self._pool: ThreadPoolExecutor | None = None
@@ -353,7 +359,7 @@ class EdgeVectorStore(VectorStore):
 
     def _create_shard(self, name: str, dim: int, sparse: bool) -> _Collection:
         config = edge.EdgeConfig(
-            vectors={DENSE: edge.EdgeVectorParams(size=dim, distance=edge.Distance.Cosine)},
+            vectors={DENSE: edge.EdgeVectorParams(size=dim, distance=edge.Distance.Cosine, datatype=self._datatype)},
             sparse_vectors={SPARSE: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf)} if sparse else None,
             hnsw_config=self._hnsw,
             optimizers=self._optimizers,

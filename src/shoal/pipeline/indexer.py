@@ -83,7 +83,7 @@ class IndexProcessor(StagedProcessor[list[_Plan]]):
         services: Services,
         *,
         batch_size: int = 256,
-        min_batch_size: int = 32,
+        min_batch_size: int | None = None,
         on_write: Callable[[str, int], None] | None = None,
     ) -> None:
         self._s = services

@@ -7,10 +7,11 @@ A ``StagedProcessor`` splits a batch into ``prepare`` (no writes: decode, embed)
 writes). The runner prepares the next batch while the current one is applied and committed, so its
 slow stage (the embedder) does not sit idle while the stores and the log write.
 
-How many messages a poll asks for follows the backlog (``BatchSize``): ``min_batch_size`` while the
-processor keeps up, so each batch's writes are short and requests on the same event loop do not
-queue behind them; doubling up to ``batch_size`` while polls come back full, so a backlog drains in
-large batches whose fixed costs (a transaction, an index update, a commit) are shared.
+With ``min_batch_size`` set, how many messages a poll asks for follows the backlog (``BatchSize``):
+``min_batch_size`` while the processor keeps up, so each batch's writes are short and requests on
+the same event loop do not queue behind them; doubling up to ``batch_size`` while polls come back
+full, so a backlog drains in large batches whose fixed costs (a transaction, an index update, a
+commit) are shared.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ class Processor(abc.ABC):
     group: str
     batch_size: int = 256
     """Most messages in one batch (while a backlog drains)."""
-    min_batch_size: int = 32
-    """Most messages in one batch while the processor keeps up (capped by ``batch_size``)."""
+    min_batch_size: int | None = None
+    """Most messages in one batch while the processor keeps up (``None``: ``batch_size``, a fixed
+    size)."""
     retry_delay_s: float = 1.0
 
     @abc.abstractmethod
@@ -80,6 +82,11 @@ class BatchSize:
             self.value = min(self.high, self.value * 2)
         else:
             self.value = max(self.low, self.value // 2)
+
+
+def _batch_size(processor: Processor) -> BatchSize:
+    low = processor.batch_size if processor.min_batch_size is None else processor.min_batch_size
+    return BatchSize(low, processor.batch_size)
 
 
 class _Batch(Generic[P]):
@@ -138,7 +145,7 @@ class ProcessorRunner:
                 self._consumers.remove(consumer)
 
     async def _run_simple(self, processor: Processor, consumer: Consumer) -> None:
-        size = BatchSize(processor.min_batch_size, processor.batch_size)
+        size = _batch_size(processor)
         while not self._stopping.is_set():
             batch = await consumer.poll(size.value)
             if not batch:
@@ -153,7 +160,7 @@ class ProcessorRunner:
 
     async def _run_staged(self, processor: StagedProcessor[Any], consumer: Consumer) -> None:
         current: _Batch[Any] | None = None
-        size = BatchSize(processor.min_batch_size, processor.batch_size)
+        size = _batch_size(processor)
         try:
             while not self._stopping.is_set():
                 if current is None:

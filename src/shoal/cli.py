@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import httpx
 import typer
@@ -17,6 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from shoal.errors import ConfigurationError, ShoalError
+
+if TYPE_CHECKING:
+    from shoal.settings import Settings
 
 app = typer.Typer(help="Shoal: live streams of short text into meaning.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -59,7 +62,7 @@ def serve(
     uvicorn.run(create_app(settings), **uvicorn_options(settings))
 
 
-def uvicorn_options(settings: Any) -> dict[str, Any]:
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """How ``shoal serve`` runs uvicorn (benchmarks that build their own app run it the same way)."""
     return {
         "host": settings.host,

@@ -73,8 +73,11 @@ async def test_model_switch_under_load_never_mixes_models(tmp_path: Path, openai
             dims_seen.add(dim)
             # the query was embedded by the same model as the vectors it was compared with
             q = fake_unit(query) if dim == DIM else (await services.engine.embed([query]))[0]
+            # The int8 model quantizes activations per batch, so a text embedded beside others (as the
+            # search's query was, under this load) moves by up to ~0.01 cosine from the same text alone.
+            tolerance = 1e-3 if dim == DIM else 0.05
             for hit in body["results"]:
-                assert abs(float(np.dot(q, np.asarray(hit["vector"], dtype=np.float32))) - hit["score"]) < 1e-3
+                assert abs(float(np.dot(q, np.asarray(hit["vector"], dtype=np.float32))) - hit["score"]) < tolerance
         assert dims_seen == {384, DIM}
 
         s = await settled(client, "docs")

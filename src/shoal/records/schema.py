@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -105,6 +105,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_file(parsed: URL) -> Path | None:
+    """The file of a SQLite URL, its directory created; ``None`` for another database, an in-memory
+    one or a ``file:`` URI (left to SQLite)."""
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in {"", ":memory:"} or database.startswith("file:"):
+        return None
+    path = Path(database).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def make_engine(url: str) -> AsyncEngine:
     """An async engine for ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` URLs.
 
@@ -114,11 +125,9 @@ def make_engine(url: str) -> AsyncEngine:
     parsed = make_url(url)
     options: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if database in {"", ":memory:"}:
+        if (parsed.database or "") in {"", ":memory:"}:
             options["poolclass"] = StaticPool
-        elif not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _sqlite_file(parsed)
         engine = create_async_engine(parsed, **options)
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
@@ -133,10 +142,8 @@ def make_sqlite_file_engine(url: str) -> sa.Engine | None:
     For a caller that runs several statements in one hop on a thread of its own. The pool has no
     ceiling: that thread must never wait for a connection only it can give back."""
     parsed = make_url(url)
-    database = parsed.database or ""
-    if parsed.get_backend_name() != "sqlite" or database in {"", ":memory:"} or database.startswith("file:"):
+    if _sqlite_file(parsed) is None:
         return None
-    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(
         parsed.set(drivername="sqlite"), max_overflow=-1, json_serializer=_json_dumps, json_deserializer=orjson.loads
     )

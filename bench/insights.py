@@ -195,6 +195,30 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "shoal", "serve"], cwd=ROOT, env=env, stdout=log, stderr=log)
 
 
+def rss_breakdown(pid: int) -> dict[str, float]:
+    """Resident MB by kind of mapping (``/proc/PID/smaps``): anonymous, ``[heap]``, and each mapped file by its
+    name (the vector store's segment files repeat across segments, so they add up by name); ``(deleted)``
+    marks files still mapped after they were unlinked."""
+    totals: dict[str, float] = {}
+    name = "anonymous"
+    try:
+        lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
+    except OSError:  # not Linux, or the process is gone
+        return {}
+    for line in lines:
+        head = line.split(maxsplit=5)
+        if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):
+            path = head[5] if len(head) > 5 else ""
+            deleted = path.endswith("(deleted)")
+            base = Path(path.removesuffix(" (deleted)")).name if path.startswith("/") else (path or "anonymous")
+            if ".so" in base:
+                base = "shared libraries"
+            name = f"{base} (deleted)" if deleted else base
+        elif head and head[0] == "Rss:":
+            totals[name] = totals.get(name, 0.0) + int(head[1]) / 1024
+    return {k: round(v, 1) for k, v in sorted(totals.items(), key=lambda kv: -kv[1]) if v >= 1}
+
+
 async def analysed(client: httpx.AsyncClient) -> int:
     """Conversations the server's insights processor has analysed (its Prometheus counter); -1 when the
     server did not answer (an HNSW build holds the GIL and stalls the whole process for a while)."""
@@ -288,6 +312,7 @@ async def server_figures(conversations: int, seconds: float, rate: float, timeou
                 done = await wait_analysed(posted, sample) - base
                 volume_s = time.perf_counter() - started
                 memory = proc.memory_info()
+                breakdown = rss_breakdown(child.pid)
                 samples.append((done, memory.rss / 2**20))
         finally:
             child.terminate()
@@ -317,6 +342,7 @@ async def server_figures(conversations: int, seconds: float, rate: float, timeou
         "rss_after_file_backed_mb": round(memory.shared / 2**20, 1),
         "rss_after_note": "" if done >= conversations else f"only {done} of {conversations} analysed in time",
         "rss_peak_mb": round(peak, 1),
+        "rss_after_breakdown_mb": breakdown,
         "rss_second_half_growth_mb": round(samples[-1][1] - half[0], 1) if half else None,
         "rss_samples": [(done, round(rss, 1)) for done, rss in samples[:: max(1, len(samples) // 40)]],
         "load_average": os.getloadavg()[0],

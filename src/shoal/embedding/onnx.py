@@ -156,6 +156,19 @@ class OnnxProvider(EmbeddingProvider):
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length=self.max_tokens)
 
+        try:
+            session = ort.InferenceSession(
+                str(self.model_path), sess_options=self._session_options(), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ConfigurationError(f"cannot load {self.model_path}: {exc}") from exc
+        self._inputs = [i.name for i in session.get_inputs()]
+        self._tokenizer = tokenizer
+        self._session = session
+
+    def _session_options(self) -> Any:
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -163,15 +176,10 @@ class OnnxProvider(EmbeddingProvider):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Spinning workers burn a core while idle; a server waiting for text must sit at ~0% CPU.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            session = ort.InferenceSession(
-                str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ConfigurationError(f"cannot load {self.model_path}: {exc}") from exc
-        self._inputs = [i.name for i in session.get_inputs()]
-        self._tokenizer = tokenizer
-        self._session = session
+        # Memory-pattern planning caches one allocation plan per input shape; with a new width every call it
+        # only grows the arena (~190 MB at 32-text calls) and costs nothing to turn off (docs/benchmarks.md).
+        options.enable_mem_pattern = False
+        return options
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
         if self._executor is None or self._session is None:

@@ -30,9 +30,10 @@ async def _ingest(url: str, acked: list[str], stop: asyncio.Event, worker: int) 
             n += 20
 
 
-async def test_kill_9_mid_ingest_loses_nothing_acknowledged(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fsync", ["always", "interval"])
+async def test_kill_9_mid_ingest_loses_nothing_acknowledged(tmp_path: Path, fsync: str) -> None:
     data = tmp_path / "data"
-    server = ServerProcess(data).start()
+    server = ServerProcess(data, SHOAL_LOG_FSYNC=fsync).start()
     try:
         async with httpx.AsyncClient(base_url=server.url) as client:
             assert (await client.post("/v1/collections", json={"name": "crash"})).status_code == 201

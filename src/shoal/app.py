@@ -77,7 +77,12 @@ async def open_services(settings: Settings, stack: AsyncExitStack, metrics: Metr
     metrics = metrics or Metrics()
     tasks = await stack.enter_async_context(TaskSet())
     log = await stack.enter_async_context(
-        factory.make_log(settings.resolved_log_url, partitions=settings.log_partitions)
+        factory.make_log(
+            settings.resolved_log_url,
+            partitions=settings.log_partitions,
+            fsync=settings.log_fsync,
+            fsync_interval_s=settings.log_fsync_interval_s,
+        )
     )
     record_store = await stack.enter_async_context(factory.make_record_store(settings.resolved_database_url))
     vectors = await stack.enter_async_context(factory.make_vector_store(settings.resolved_vector_url))

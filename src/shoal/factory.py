@@ -55,10 +55,14 @@ def _scheme(url: str) -> str:
     return urlsplit(url).scheme.lower()
 
 
-def make_log(url: str, *, partitions: int = 4, **options: Any) -> Log:
+def make_log(
+    url: str, *, partitions: int = 4, fsync: str = "always", fsync_interval_s: float = 1.0, **options: Any
+) -> Log:
+    """``fsync`` and ``fsync_interval_s`` apply to the embedded SQLite log (Kafka's brokers own durability)."""
     scheme = _scheme(url)
     if scheme == "sqlite":
-        return _load("shoal.log.sqlite", "SqliteLog")(_path(url), partitions=partitions)  # type: ignore[no-any-return]
+        sqlite_log = _load("shoal.log.sqlite", "SqliteLog")
+        return sqlite_log(_path(url), partitions=partitions, fsync=fsync, fsync_interval_s=fsync_interval_s)  # type: ignore[no-any-return]
     if scheme in {"kafka", "redpanda"}:
         return _load("shoal.log.kafka", "KafkaLog")(url, partitions=partitions, **options)  # type: ignore[no-any-return]
     raise ConfigurationError(f"unsupported log URL scheme {scheme!r} (use sqlite:// or kafka://)")

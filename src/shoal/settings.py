@@ -83,6 +83,14 @@ class Settings(BaseSettings):
 
     # -- pipeline ------------------------------------------------------------------------------
     log_partitions: int = Field(4, ge=1, le=256)
+    log_fsync: Literal["always", "interval"] = Field(
+        "always",
+        description="embedded log: fsync every commit before the 202 (survives power loss), or fsync in the "
+        "background at most log_fsync_interval_s later (survives kill -9; no request waits for the disk)",
+    )
+    log_fsync_interval_s: float = Field(
+        1.0, gt=0, le=60, description="embedded log, fsync=interval: the longest a commit waits for its fsync"
+    )
     ingest_batch_size: int = Field(256, ge=1, description="most records per indexer batch, while a backlog drains")
     ingest_batch_min: int | None = Field(
         None,

@@ -32,6 +32,10 @@ OPENERS: dict[str, Opener] = {
     "sqlite": lambda tmp, partitions, queue_size: SqliteLog(
         tmp / "log.db", partitions=partitions, queue_size=queue_size
     ),
+    # the background-fsync mode keeps every promise of the contract (only power-loss durability differs)
+    "sqlite-interval-fsync": lambda tmp, partitions, queue_size: SqliteLog(
+        tmp / "log.db", partitions=partitions, queue_size=queue_size, fsync="interval", fsync_interval_s=0.05
+    ),
     "kafka": _kafka,
 }
 

@@ -3,7 +3,7 @@
 Run by ``test_sqlite.py``, which kills it with SIGKILL mid-stream: every line printed here was
 acknowledged (``append`` returned), so it must be in the log after the kill.
 
-Usage: python crash_writer.py <db path> <topic> <appenders>
+Usage: python crash_writer.py <db path> <topic> <appenders> [always|interval]
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from shoal.errors import Overloaded
-from shoal.log.sqlite import SqliteLog
+from shoal.log.sqlite import Fsync, SqliteLog
 
 
 async def appender(log: SqliteLog, topic: str, writer: int) -> None:
@@ -30,10 +30,11 @@ async def appender(log: SqliteLog, topic: str, writer: int) -> None:
         seq += 1
 
 
-async def main(path: Path, topic: str, appenders: int) -> None:
-    async with SqliteLog(path) as log:
+async def main(path: Path, topic: str, appenders: int, fsync: Fsync) -> None:
+    async with SqliteLog(path, fsync=fsync) as log:
         await asyncio.gather(*(appender(log, topic, i) for i in range(appenders)))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])))
+    fsync: Fsync = "interval" if sys.argv[4:] == ["interval"] else "always"
+    asyncio.run(main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), fsync))

@@ -1,4 +1,4 @@
-"""What only the SQLite log promises: its file format, partition counts, truncation, kill -9."""
+"""What only the SQLite log promises: its file format, partition counts, truncation, kill -9, fsync modes."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from shoal.errors import BackendError, ShuttingDown
+from shoal.errors import BackendError, InvalidInput, ShuttingDown
 from shoal.log import partition_for
 from shoal.log.sqlite import SqliteLog
+from tests.app_fixtures import make_settings, running_app, services_of
 from tests.log.test_contract import WAIT, drain
 from tests.waiting import eventually
 
@@ -115,11 +117,12 @@ async def test_an_unusable_file_is_a_backend_error(tmp_path: Path) -> None:
             pass
 
 
-async def test_nothing_acknowledged_is_lost_under_kill_9(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fsync", ["always", "interval"])
+async def test_nothing_acknowledged_is_lost_under_kill_9(tmp_path: Path, fsync: str) -> None:
     path = tmp_path / "log.db"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, str(CRASH_WRITER), str(path), "t", "32", stdout=asyncio.subprocess.PIPE, env=env
+        sys.executable, str(CRASH_WRITER), str(path), "t", "32", fsync, stdout=asyncio.subprocess.PIPE, env=env
     )
     assert process.stdout is not None
     acked: list[str] = []
@@ -146,3 +149,50 @@ async def test_nothing_acknowledged_is_lost_under_kill_9(tmp_path: Path) -> None
     for number in {p for p, _ in stored}:
         offsets = sorted(o for p, o in stored if p == number)
         assert offsets == list(range(len(offsets)))
+
+
+async def test_interval_fsync_follows_a_commit_and_never_runs_idle(tmp_path: Path) -> None:
+    async with SqliteLog(tmp_path / "log.db", fsync="interval", fsync_interval_s=0.05) as log:
+        assert log.fsyncs == 0  # nothing written: no timer, no fsync
+        await log.append("t", [("k", b"1")])
+        await log.append("t", [("k", b"2")])  # within the same interval: one fsync covers both
+
+        async def fsyncs() -> int:
+            return log.fsyncs
+
+        assert await eventually(fsyncs) == 1
+        await log.append("t", [("k", b"3")])
+        assert await eventually(fsyncs, until=lambda n: n >= 2) == 2
+
+
+async def test_interval_fsync_syncs_what_is_pending_on_close(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path / "log.db", fsync="interval", fsync_interval_s=60)
+    async with log:
+        await log.append("t", [("k", b"v")])
+        assert log.fsyncs == 0  # the timer has not fired
+    assert log.fsyncs == 1
+
+
+async def test_fsync_mode_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="fsync"):
+        SqliteLog(tmp_path / "log.db", fsync="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="fsync_interval_s"):
+        SqliteLog(tmp_path / "log.db", fsync="interval", fsync_interval_s=0)
+
+
+async def test_settings_choose_the_fsync_mode(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="log_fsync"):
+        make_settings(tmp_path, log_fsync="sometimes")
+    settings = make_settings(tmp_path, log_fsync="interval", log_fsync_interval_s=0.05)
+    async with running_app(settings, features=[]) as (client, app):
+        log = services_of(app).log
+        assert isinstance(log, SqliteLog)
+        assert (log.fsync, log.fsync_interval_s) == ("interval", 0.05)
+        assert (await client.post("/v1/collections", json={"name": "c"})).status_code == 201
+        r = await client.post("/v1/collections/c/records", json={"records": [{"text": "an accepted record"}]})
+        assert r.status_code == 202
+
+        async def fsyncs() -> int:
+            return log.fsyncs
+
+        assert await eventually(fsyncs) >= 1

@@ -1,10 +1,18 @@
 """The embedded log: one SQLite file in WAL mode, written by a single group-committing writer.
 
 Every ``append`` is queued for one writer, which runs on its own thread and connection and writes
-everything queued in ONE transaction (``synchronous=FULL``), then resolves all the waiting callers and
-wakes the consumers of the topics it wrote. A commit costs one fsync however many appends share it,
-which is what makes durable appends fast. Consumers read through their own connections (WAL lets
-readers run beside the writer) and wait on in-process notifications, never a polling loop.
+everything queued in ONE transaction, then resolves all the waiting callers and wakes the consumers of
+the topics it wrote. Consumers read through their own connections (WAL lets readers run beside the
+writer) and wait on in-process notifications, never a polling loop.
+
+When ``append`` returns, its transaction is committed to the file: it survives ``kill -9`` of the
+process either way. ``fsync`` decides what survives a power loss or a kernel crash too:
+
+- ``"always"`` (``synchronous=FULL``): every commit is fsynced before ``append`` returns. A commit costs
+  one fsync however many appends share it; the disk's fsync tail is the append's tail.
+- ``"interval"`` (``synchronous=NORMAL``): commits reach the OS and the write-ahead file is fsynced in
+  the background at most ``fsync_interval_s`` after a commit (Redis ``appendfsync everysec``, Kafka's
+  ``flush.ms``): at most that window is lost to a power cut, and no request waits for the disk.
 
 The file has one writer: use it from one process (scale out with Kafka).
 """
@@ -12,6 +20,7 @@ The file has one writer: use it from one process (scale out with Kafka).
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
@@ -19,12 +28,18 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
+
+import structlog
 
 from shoal.errors import BackendError, InvalidInput, Overloaded, ShuttingDown
 from shoal.log.base import Consumer, Log, Message, partition_for
 
 T = TypeVar("T")
+
+Fsync = Literal["always", "interval"]
+
+logger = structlog.get_logger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS partitions (
@@ -152,21 +167,41 @@ class _Reader:
 
 
 class SqliteLog(Log):
-    """A durable log in one SQLite file (WAL, ``synchronous=FULL``) with group commit.
+    """A durable log in one SQLite file (WAL) with group commit.
 
     Args:
         path: the database file (created with its parent directory).
         partitions: partitions of a topic created by this instance; a topic keeps the count it was
             created with, so reopening with another count does not move keys.
         queue_size: most messages waiting for the writer; past it ``append`` raises ``Overloaded``.
+        fsync: ``"always"`` (fsync every commit) or ``"interval"`` (fsync in the background; see above).
+        fsync_interval_s: with ``"interval"``, the longest a commit waits for its fsync.
     """
 
-    def __init__(self, path: Path, partitions: int = 4, *, queue_size: int = 50_000) -> None:
+    def __init__(
+        self,
+        path: Path,
+        partitions: int = 4,
+        *,
+        queue_size: int = 50_000,
+        fsync: Fsync = "always",
+        fsync_interval_s: float = 1.0,
+    ) -> None:
         if partitions < 1 or queue_size < 1:
             raise InvalidInput("partitions and queue_size must be at least 1")
+        if fsync not in ("always", "interval"):
+            raise InvalidInput(f"fsync must be 'always' or 'interval', not {fsync!r}")
+        if fsync_interval_s <= 0:
+            raise InvalidInput("fsync_interval_s must be positive")
         self.path = Path(path)
         self.partitions = partitions
         self.queue_size = queue_size
+        self.fsync = fsync
+        self.fsync_interval_s = fsync_interval_s
+        self.fsyncs = 0
+        """Background fsyncs of the write-ahead file so far (``"interval"`` only)."""
+        self._sync_timer: asyncio.TimerHandle | None = None
+        self._sync_due = False
         self._ops: list[_Op] = []
         self._queued = 0  # messages in self._ops
         self._wakeup = asyncio.Event()
@@ -193,6 +228,10 @@ class SqliteLog(Log):
     async def close(self) -> None:
         """Write what is queued, then close. Pending consumer polls return ``[]``."""
         self._closing = True
+        if self._sync_timer is not None:
+            self._sync_timer.cancel()
+            self._sync_timer = None
+            self._sync_due = True  # committed but not yet fsynced: the writer syncs it before it stops
         self._wakeup.set()
         if self._writer_task is not None:
             await self._writer_task
@@ -288,8 +327,38 @@ class SqliteLog(Log):
                             op.future.set_exception(error)
                 else:
                     self._resolve(ops, results)
+                    if self.fsync == "interval":
+                        if self._closing:
+                            self._sync_due = True
+                        elif self._sync_timer is None:
+                            self._sync_timer = loop.call_later(self.fsync_interval_s, self._sync_soon)
+            if self._sync_due:
+                self._sync_due = False
+                try:
+                    await loop.run_in_executor(self._executor, self._sync_wal)
+                except OSError:
+                    # The next commit schedules another try; the commits stay safe from a process crash.
+                    logger.exception("sqlite log fsync failed", path=str(self.path))
             if self._closing and not self._ops:
                 return
+
+    def _sync_soon(self) -> None:
+        self._sync_timer = None
+        self._sync_due = True
+        self._wakeup.set()
+
+    def _sync_wal(self) -> None:
+        """fsync the write-ahead file (writer thread, between transactions): every commit so far is then
+        on the disk. Any descriptor of the file flushes the pages the writer's connection wrote."""
+        try:
+            fd = os.open(self.path.with_name(self.path.name + "-wal"), os.O_RDONLY)
+        except FileNotFoundError:  # checkpointed and removed: the commits are in the fsynced main file
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.fsyncs += 1
 
     def _resolve(self, ops: list[_Op], results: list[Any]) -> None:
         topics: set[str] = set()
@@ -309,7 +378,7 @@ class SqliteLog(Log):
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise sqlite3.OperationalError(f"cannot switch {self.path} to WAL (journal_mode={mode})")
-            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA synchronous = {'FULL' if self.fsync == 'always' else 'NORMAL'}")
             conn.executescript(SCHEMA)
             self._next = {}
             for topic, _, next_offset in conn.execute(_SELECT_ALL_ENDS):

@@ -39,6 +39,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.disk import fsync_latency  # noqa: E402
 from bench.loadgen import RawClient, paced_requests  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -186,11 +187,13 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q)) if values else float("nan")
 
 
-def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(data_dir: Path, port: int, log_fsync: str) -> subprocess.Popen[bytes]:
     """A real ``shoal serve`` process with the default features, embedded stores under ``data_dir``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
     # one load generator is one client: lift the per-client inbound limit (default 100/s) for the bulk phase
-    env.update(SHOAL_DATA_DIR=str(data_dir), SHOAL_PORT=str(port), SHOAL_RATE_LIMIT_PER_S="100000")
+    env.update(
+        SHOAL_DATA_DIR=str(data_dir), SHOAL_PORT=str(port), SHOAL_RATE_LIMIT_PER_S="100000", SHOAL_LOG_FSYNC=log_fsync
+    )
     log = (data_dir.parent / "server.log").open("ab")
     return subprocess.Popen([sys.executable, "-m", "shoal", "serve"], cwd=ROOT, env=env, stdout=log, stderr=log)
 
@@ -232,7 +235,9 @@ async def analysed(client: httpx.AsyncClient) -> int:
     return 0
 
 
-async def server_figures(conversations: int, seconds: float, rate: float, timeout_s: float) -> dict[str, Any]:
+async def server_figures(
+    conversations: int, seconds: float, rate: float, timeout_s: float, log_fsync: str = "always"
+) -> dict[str, Any]:
     """202 latency at ``rate`` conversations/s next to ``GET /health`` at the same rate, then RSS while
     ``conversations`` more are accepted and analysed (sampled as they are, to show whether it grows)."""
     import socket
@@ -242,7 +247,7 @@ async def server_figures(conversations: int, seconds: float, rate: float, timeou
         port = sock.getsockname()[1]
     texts = twcs_texts()
     with tempfile.TemporaryDirectory() as tmp:
-        child = start_server(Path(tmp) / "data", port)
+        child = start_server(Path(tmp) / "data", port, log_fsync)
         try:
             # idle connections close client-side before the server's 5 s keep-alive timeout could race a request
             limits = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=2.0)
@@ -290,6 +295,7 @@ async def server_figures(conversations: int, seconds: float, rate: float, timeou
                 cpu0 = proc.cpu_times()
                 health_ms = await latencies(lambda raw, i: raw.encode("GET", "/health"))
                 cpu1 = proc.cpu_times()
+                disk = await asyncio.to_thread(fsync_latency, Path(tmp), min(seconds, 10.0))
                 post_ms = await latencies(post)
                 cpu2 = proc.cpu_times()
                 posted += int(rate * seconds)
@@ -325,6 +331,8 @@ async def server_figures(conversations: int, seconds: float, rate: float, timeou
         "seconds": seconds,
         "p50_202_ms": round(pct(post_ms, 50), 2),
         "p99_202_ms": round(pct(post_ms, 99), 2),
+        "log_fsync": log_fsync,
+        **{k: round(v, 2) for k, v in disk.items()},
         "max_202_ms": round(max(post_ms), 2),
         "p50_health_ms": round(pct(health_ms, 50), 2),
         "p99_health_ms": round(pct(health_ms, 99), 2),
@@ -356,6 +364,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="requests/s of the latency phases")
     parser.add_argument("--timeout", type=float, default=3600.0, help="give up waiting for analysis after")
     parser.add_argument("--skip-server", action="store_true")
+    parser.add_argument("--log-fsync", choices=["always", "interval"], default="always", help="SHOAL_LOG_FSYNC")
     parser.add_argument("--only-server", action="store_true", help="keep the other figures of the last run")
     args = parser.parse_args()
     console = Console()
@@ -370,7 +379,9 @@ def main() -> None:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     if not args.skip_server:
-        results["server"] = asyncio.run(server_figures(args.conversations, args.seconds, args.rate, args.timeout))
+        results["server"] = asyncio.run(
+            server_figures(args.conversations, args.seconds, args.rate, args.timeout, args.log_fsync)
+        )
     table = Table(title="insights")
     table.add_column("figure")
     table.add_column("value", justify="right")
@@ -402,11 +413,14 @@ def main() -> None:
     if "server" in results:
         r = results["server"]
         table.add_row(
-            f"202 p50 / p99 ms @{r['rate_per_s']:.0f} rps",
+            f"202 p50 / p99 ms @{r['rate_per_s']:.0f} rps (log fsync {r.get('log_fsync', 'always')})",
             f"{r['p50_202_ms']:.1f} / {r['p99_202_ms']:.1f}",
             f"/health {r['p50_health_ms']:.1f} / {r['p99_health_ms']:.1f}",
             "p99 ≤ 20",
         )
+        if "disk_fsync_p99_ms" in r:
+            disk = f"{r['disk_fsync_p50_ms']:.1f} / {r['disk_fsync_p99_ms']:.1f}"
+            table.add_row("  the disk's own fsync p50 / p99 ms", disk)
         table.add_row(
             f"RSS MB after {r['analysed']:,} analysed",
             f"{r['rss_after_mb']:.0f} (peak {r['rss_peak_mb']:.0f})",

@@ -3,7 +3,10 @@
 Baselines measured in the same run: exact numpy brute force (recall and latency), and the direct
 shard call (cost of the store's thread-pool hop). Prints a table; writes bench/results/search.json.
 
-    .venv/bin/python bench/search.py [--n 100000] [--queries 200]
+``payload_selection``: CPU of a recommendations-shaped ``search_many`` (32 users, 20 hits, catalog-sized
+payloads) returning only some keys (``payload_keys``) against the whole payload, interleaved in one run.
+
+    .venv/bin/python bench/search.py [--n 100000] [--queries 200] [--payload-only]
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shoal.filters import Filter
-from shoal.vectors.base import Point
+from shoal.vectors.base import Point, SearchRequest
 from shoal.vectors.edge import DENSE, EdgeVectorStore
 
 DIM = 384
@@ -139,6 +142,54 @@ async def main(n: int, n_queries: int) -> dict[str, Any]:
     return out
 
 
+async def payload_selection(n: int = 20_000, rounds: int = 40) -> dict[str, Any]:
+    """CPU ms a search of ``search_many`` (32 requests, limit 20): the whole payload vs selected keys."""
+    data, queries = clustered(n, 3), clustered(32, 4)
+    words = ["wireless", "bluetooth", "speaker", "deep", "bass", "battery", "waterproof", "home", "travel", "black"]
+    rng = np.random.default_rng(5)
+
+    def item(i: int) -> dict[str, Any]:  # the shape the catalog import stores (electronics catalog)
+        text = " ".join(rng.choice(words, 60))
+        return {
+            "title": f"Item {i} " + " ".join(rng.choice(words, 8)),
+            "_text": text,
+            "category": "Audio",
+            "price": float(i % 500),
+            "rating": 4.1,
+            "rating_count": i,
+            "brand": "Acme",
+            "image": f"https://example.com/{i}.jpg",
+            "url": f"https://example.com/item/{i}",
+        }
+
+    with tempfile.TemporaryDirectory() as tmp:
+        async with EdgeVectorStore(Path(tmp)) as store:
+            await store.create_collection("items", DIM)
+            for lo in range(0, n, 1000):
+                await store.upsert("items", [Point(f"i{i}", data[i], item(i)) for i in range(lo, min(n, lo + 1000))])
+            await store.optimize("items")
+            variants: dict[str, tuple[str, ...] | None] = {
+                "whole payload": None,
+                "title and text": ("title", "_text"),
+                "title only": ("title",),
+            }
+            cpu = {name: 0.0 for name in variants}
+            for _ in range(rounds):
+                for name, keys in variants.items():
+                    requests = [SearchRequest(q, limit=20, ef=128, payload_keys=keys) for q in queries]
+                    started = time.process_time()
+                    await store.search_many("items", requests)
+                    cpu[name] += time.process_time() - started
+    per_search = {name: 1000 * total / (rounds * len(queries)) for name, total in cpu.items()}
+    return {
+        "points": n,
+        "cpu_ms_per_search": per_search,
+        # what the recommendations service asks for (TITLE_KEYS), and the floor of dropping the text too
+        "ratio": per_search["title and text"] / per_search["whole payload"],
+        "ratio_title_only": per_search["title only"] / per_search["whole payload"],
+    }
+
+
 def _edge_filter(flt: Filter) -> Any:
     from shoal.vectors.edge_filters import to_edge
 
@@ -162,18 +213,29 @@ def report(out: dict[str, Any]) -> None:
             f"{r['recall_at_10']:.3f}",
         )
     console.print(table)
-    console.print(
-        f"upserts/s {out['upserts_per_s']:,.0f} · optimize {out['optimize_s']:.1f} s · "
-        f"longest event-loop stall during optimize {out['optimize_max_loop_stall_s']:.2f} s"
-    )
+    if "upserts_per_s" in out:
+        console.print(
+            f"upserts/s {out['upserts_per_s']:,.0f} · optimize {out['optimize_s']:.1f} s · "
+            f"longest event-loop stall during optimize {out['optimize_max_loop_stall_s']:.2f} s"
+        )
+    if "payload_selection" in out:
+        p = out["payload_selection"]
+        cpu = p["cpu_ms_per_search"]
+        console.print(
+            f"search_many of 32 x 20 hits, CPU ms a search: whole payload {cpu['whole payload']:.3f} · "
+            f"title and text {cpu['title and text']:.3f} ({p['ratio']:.2f}x) · "
+            f"title only {cpu['title only']:.3f} ({p['ratio_title_only']:.2f}x)"
+        )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--payload-only", action="store_true", help="only payload_selection; keep the rest")
     args = parser.parse_args()
-    result = asyncio.run(main(args.n, args.queries))
+    result = json.loads(RESULTS.read_text()) if args.payload_only else asyncio.run(main(args.n, args.queries))
+    result["payload_selection"] = asyncio.run(payload_selection())
     report(result)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2))

@@ -133,6 +133,19 @@ async def test_search_many_answers_like_one_search_each(store: VectorStore) -> N
     assert await store.search_many("c", []) == []
 
 
+async def test_search_returns_only_the_selected_payload_keys(store: VectorStore) -> None:
+    await filled(store)
+    query = VECTORS[4].tolist()
+    full = await store.search("c", query, limit=5)
+    some = await store.search("c", query, limit=5, payload_keys=["user", "ts", "absent"])
+    assert [(h.id, h.score) for h in some] == [(h.id, h.score) for h in full]
+    for whole, hit in zip(full, some, strict=True):
+        assert hit.payload == {"user": whole.payload["user"], "ts": whole.payload["ts"]}
+    assert all(h.payload == {} for h in await store.search("c", query, limit=3, payload_keys=[]))
+    (batched,) = await store.search_many("c", [SearchRequest(query, limit=5, payload_keys=("text",))])
+    assert [h.payload for h in batched] == [{"text": h.payload["text"]} for h in full]
+
+
 FILTER_CASES: dict[str, tuple[dict[str, Any], Any]] = {
     "match value": ({"must": [{"key": "user", "match": {"value": "u2"}}]}, lambda i: i % 5 == 2),
     "match int": ({"must": [{"key": "n", "match": {"value": 7}}]}, lambda i: i == 7),

@@ -44,6 +44,10 @@ def channel(user_id: str) -> str:
     return f"recommendations:{user_id}"
 
 
+TITLE_KEYS = ("title", "_text")
+"""The payload keys ``title_of`` reads: all a list's hit needs (``payload_keys`` of its searches)."""
+
+
 def title_of(payload: dict[str, Any]) -> str:
     title = payload.get("title") or payload.get("_text") or ""
     return str(title)[:300]
@@ -156,6 +160,7 @@ class Recommender:
                     exclude_ids=list(p.seen),
                     # excluding many ids needs a wider beam, or recall drops (DESIGN.md)
                     ef=min(self.settings.max_ef, max(128, n + len(p.seen))),
+                    payload_keys=TITLE_KEYS,
                 )
                 for p in users
             ]
@@ -288,6 +293,7 @@ class Recommender:
             filter=filter,
             exclude_ids=excluded,
             ef=min(self.settings.max_ef, max(128, limit + len(excluded))),
+            payload_keys=TITLE_KEYS,
         )
         return [i for i in _items(hits) if i["item_id"] not in profile.seen and i["item_id"] not in dropped]
 

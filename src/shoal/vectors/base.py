@@ -50,6 +50,7 @@ class SearchRequest:
     filter: Filter | None = None
     exclude_ids: Sequence[str] = ()
     ef: int | None = None
+    payload_keys: Sequence[str] | None = None
 
 
 class VectorStore(abc.ABC):
@@ -117,15 +118,26 @@ class VectorStore(abc.ABC):
         score_threshold: float | None = None,
         ef: int | None = None,
         with_vectors: bool = False,
+        payload_keys: Sequence[str] | None = None,
     ) -> list[Hit]:
         """Nearest points by cosine similarity, best first. ``ef`` overrides the HNSW beam width
-        (raise it toward ``limit + len(exclude_ids)`` when excluding many ids)."""
+        (raise it toward ``limit + len(exclude_ids)`` when excluding many ids). ``payload_keys``
+        returns only those payload keys (``ts`` included) of each hit, as Qdrant's ``with_payload``
+        include list does: less to read and decode when a caller needs a title, not the document."""
 
     async def search_many(self, name: str, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
         """``search`` for every request, the results in request order. Stores that can plan a batch
         as one call (Edge) override this; the default runs the searches concurrently."""
         searches = (
-            self.search(name, r.vector, limit=r.limit, filter=r.filter, exclude_ids=r.exclude_ids, ef=r.ef)
+            self.search(
+                name,
+                r.vector,
+                limit=r.limit,
+                filter=r.filter,
+                exclude_ids=r.exclude_ids,
+                ef=r.ef,
+                payload_keys=r.payload_keys,
+            )
             for r in requests
         )
         return list(await asyncio.gather(*searches))

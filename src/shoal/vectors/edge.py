@@ -222,11 +222,12 @@ class EdgeVectorStore(VectorStore):
         score_threshold: float | None = None,
         ef: int | None = None,
         with_vectors: bool = False,
+        payload_keys: Sequence[str] | None = None,
     ) -> list[Hit]:
         collection = await self._get(name)
         request = _nearest(
             collection.dim,
-            SearchRequest(vector, limit, filter, exclude_ids, ef),
+            SearchRequest(vector, limit, filter, exclude_ids, ef, payload_keys),
             offset=offset,
             score_threshold=score_threshold,
             with_vectors=with_vectors,
@@ -417,9 +418,16 @@ def _nearest(
         filter=_filter(r.filter, r.exclude_ids),
         score_threshold=score_threshold,
         params=edge.SearchParams(hnsw_ef=r.ef) if r.ef else None,
-        with_payload=True,
+        with_payload=_payload_selector(r.payload_keys),
         with_vector=[DENSE] if with_vectors else False,
     )
+
+
+def _payload_selector(keys: Sequence[str] | None) -> Any:
+    """Edge's ``with_payload`` for a hit's ``payload_keys`` (the stored id always comes along)."""
+    if keys is None:
+        return True
+    return edge.PayloadSelector.Include(codec.stored_keys(keys))
 
 
 def _filter(filter: Filter | None, exclude_ids: Sequence[str]) -> edge.Filter | None:

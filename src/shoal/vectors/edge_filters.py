@@ -44,6 +44,11 @@ def field_key(key: str) -> str:
     return TS_KEY if key == TS_FIELD else key
 
 
+def stored_keys(keys: Sequence[str]) -> list[str]:
+    """The stored payload paths a hit needs to return ``keys``: the caller's id always, ``ts`` as ``_ts``."""
+    return [ID_KEY, *(field_key(k) for k in keys)]
+
+
 def rfc3339(value: datetime | str | float) -> str:
     """Normalise a timestamp (datetime, ISO 8601 string or epoch seconds) to RFC 3339 UTC.
 

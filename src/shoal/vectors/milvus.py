@@ -28,7 +28,7 @@ from pymilvus import DataType, MilvusClient, MilvusException
 
 from shoal.errors import BackendError, CollectionNotFound, ConfigurationError, Conflict, InvalidInput, ShoalError
 from shoal.filters import Filter
-from shoal.vectors.base import Hit, IndexKind, Point, VectorStore
+from shoal.vectors.base import Hit, IndexKind, Point, VectorStore, payload_subset
 from shoal.vectors.edge_filters import RESERVED, TS_FIELD, dense, rfc3339
 from shoal.vectors.milvus_filters import epoch_us, literal, to_expression
 
@@ -214,6 +214,7 @@ class MilvusVectorStore(VectorStore):
         score_threshold: float | None = None,
         ef: int | None = None,
         with_vectors: bool = False,
+        payload_keys: Sequence[str] | None = None,
     ) -> list[Hit]:
         dim = await self._dim(name)
         query = dense(vector, dim)
@@ -232,7 +233,7 @@ class MilvusVectorStore(VectorStore):
             Hit(
                 id=found["id"],
                 score=float(found["distance"]),
-                payload=_payload(found["entity"]),
+                payload=payload_subset(_payload(found["entity"]), payload_keys),
                 vector=_vector(found["entity"].get(DENSE)),
             )
             for found in results[0]

@@ -31,7 +31,7 @@ from pgvector.asyncpg import register_vector
 
 from shoal.errors import BackendError, CollectionNotFound, ConfigurationError, Conflict, InvalidInput, ShoalError
 from shoal.filters import Filter
-from shoal.vectors.base import Hit, IndexKind, Point, VectorStore
+from shoal.vectors.base import Hit, IndexKind, Point, VectorStore, payload_subset
 from shoal.vectors.edge_filters import RESERVED, TS_FIELD, dense, rfc3339
 from shoal.vectors.sql_filters import TRY_TIMESTAMPTZ_DDL, SqlFilter
 
@@ -241,6 +241,7 @@ class PgVectorStore(VectorStore):
         score_threshold: float | None = None,
         ef: int | None = None,
         with_vectors: bool = False,
+        payload_keys: Sequence[str] | None = None,
     ) -> list[Hit]:
         collection = await self._get(name)
         query = np.asarray(dense(vector, collection.dim), dtype=np.float32)
@@ -262,7 +263,12 @@ class PgVectorStore(VectorStore):
                 await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             rows = await self._guard(conn.fetch(statement, query, limit + offset, *sql.params))
         return [
-            Hit(id=row["id"], score=float(row["score"]), payload=_payload(row), vector=_vector(row["embedding"]))
+            Hit(
+                id=row["id"],
+                score=float(row["score"]),
+                payload=payload_subset(_payload(row), payload_keys),
+                vector=_vector(row["embedding"]),
+            )
             for row in rows
         ]
 

@@ -22,7 +22,7 @@ from shoal.errors import BackendError, CollectionNotFound, ConfigurationError, C
 from shoal.filters import Filter
 from shoal.vectors import qdrant_filters as codec
 from shoal.vectors.base import Hit, IndexKind, Point, SparseVector, VectorStore
-from shoal.vectors.edge_filters import ID_KEY, TS_FIELD, field_key
+from shoal.vectors.edge_filters import ID_KEY, TS_FIELD, field_key, stored_keys
 
 _SCHEMAS: dict[str, models.PayloadSchemaType] = {
     "keyword": models.PayloadSchemaType.KEYWORD,
@@ -208,6 +208,7 @@ class QdrantVectorStore(VectorStore):
         score_threshold: float | None = None,
         ef: int | None = None,
         with_vectors: bool = False,
+        payload_keys: Sequence[str] | None = None,
     ) -> list[Hit]:
         collection = await self._get(name)
         response = await self._call(
@@ -220,7 +221,7 @@ class QdrantVectorStore(VectorStore):
                 offset=offset or None,
                 score_threshold=score_threshold,
                 search_params=models.SearchParams(hnsw_ef=ef) if ef and not self._local else None,  # local: exact
-                with_payload=True,
+                with_payload=True if payload_keys is None else stored_keys(payload_keys),
                 with_vectors=[codec.DENSE] if with_vectors else False,
             )
         )

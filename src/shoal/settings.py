@@ -89,7 +89,11 @@ class Settings(BaseSettings):
         "background at most log_fsync_interval_s later (survives kill -9; no request waits for the disk)",
     )
     log_fsync_interval_s: float = Field(
-        1.0, gt=0, le=60, description="embedded log, fsync=interval: the longest a commit waits for its fsync"
+        1.0,
+        gt=0,
+        le=60,
+        description="embedded log: the longest a commit waits for its background fsync (fsync=interval) "
+        "and for the WAL checkpoint (both modes)",
     )
     ingest_batch_size: int = Field(256, ge=1, description="most records per indexer batch, while a backlog drains")
     ingest_batch_min: int | None = Field(

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from shoal.errors import BackendError, InvalidInput, ShuttingDown
 from shoal.log import partition_for
-from shoal.log.sqlite import SqliteLog
+from shoal.log.sqlite import Fsync, SqliteLog
 from tests.app_fixtures import make_settings, running_app, services_of
 from tests.log.test_contract import WAIT, drain
 from tests.waiting import eventually
@@ -196,3 +196,20 @@ async def test_settings_choose_the_fsync_mode(tmp_path: Path) -> None:
             return log.fsyncs
 
         assert await eventually(fsyncs) >= 1
+
+
+@pytest.mark.parametrize("fsync", ["always", "interval"])
+async def test_checkpoints_run_in_the_background_not_in_commits(tmp_path: Path, fsync: Fsync) -> None:
+    """The writer's connection never checkpoints; the background round copies the WAL into the main file."""
+    path = tmp_path / "log.db"
+    async with SqliteLog(path, fsync=fsync, fsync_interval_s=0.05) as log:
+        for start in range(0, 2000, 100):
+            await log.append("t", [(f"k{i}", os.urandom(2048)) for i in range(start, start + 100)])
+
+        async def main_file_bytes() -> int:
+            return path.stat().st_size
+
+        # ~4 MB of messages: more than SQLite's own 1,000-page autocheckpoint would have let grow
+        assert await eventually(main_file_bytes, until=lambda n: n > 4_000_000) > 4_000_000
+        async with log.consumer("t", "check") as consumer:
+            assert len(await drain(consumer, 2000, 2000)) == 2000

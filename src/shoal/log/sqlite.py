@@ -166,6 +166,84 @@ class _Reader:
         await asyncio.to_thread(self._close)
 
 
+class _Checkpointer:
+    """WAL upkeep on its own thread and connection, off the writer's path.
+
+    The first commit after a round arms one timer; when it fires, a round runs: with ``fsync_wal`` it
+    fsyncs the ``-wal`` file (every commit so far then survives a power loss; any descriptor of the
+    file flushes the pages the writer wrote), then a PASSIVE checkpoint copies committed pages into the
+    main file beside the writer, so the WAL stays small and no COMMIT pays a checkpoint's fsyncs. An
+    idle log arms nothing. ``close`` runs the round a pending timer would have run.
+    """
+
+    def __init__(self, path: Path, *, fsync_wal: bool, interval_s: float) -> None:
+        self._wal = path.with_name(path.name + "-wal")
+        self._path = path
+        self._fsync_wal = fsync_wal
+        self._interval_s = interval_s
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None  # used on the executor's one thread only
+        self._timer: asyncio.TimerHandle | None = None
+        self._rounds: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()  # one round at a time
+        self.fsyncs = 0
+
+    def open(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-log-checkpoint")
+
+    def committed(self) -> None:
+        if self._timer is None and self._executor is not None:
+            self._timer = asyncio.get_running_loop().call_later(self._interval_s, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        task = asyncio.create_task(self._round(), name="shoal-log-checkpoint")
+        self._rounds.add(task)
+        task.add_done_callback(self._rounds.discard)
+
+    async def _round(self) -> None:
+        async with self._lock:
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._executor, self._round_sync)
+            except (OSError, sqlite3.Error):
+                # The next commit arms another round; the commits stay safe from a process crash.
+                logger.exception("sqlite log fsync or checkpoint failed", path=str(self._path))
+
+    def _round_sync(self) -> None:
+        if self._fsync_wal:
+            try:
+                fd = os.open(self._wal, os.O_RDONLY)
+            except FileNotFoundError:  # no WAL: every commit is in the (synced) main file
+                pass
+            else:
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                self.fsyncs += 1
+        if self._conn is None:
+            self._conn = _connect(self._path)
+        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            await self._round()
+        if self._rounds:
+            await asyncio.gather(*self._rounds)
+        executor, self._executor = self._executor, None
+        await asyncio.get_running_loop().run_in_executor(executor, self._close_sync)
+        executor.shutdown()
+
+    def _close_sync(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 class SqliteLog(Log):
     """A durable log in one SQLite file (WAL) with group commit.
 
@@ -198,10 +276,7 @@ class SqliteLog(Log):
         self.queue_size = queue_size
         self.fsync = fsync
         self.fsync_interval_s = fsync_interval_s
-        self.fsyncs = 0
-        """Background fsyncs of the write-ahead file so far (``"interval"`` only)."""
-        self._sync_timer: asyncio.TimerHandle | None = None
-        self._sync_due = False
+        self._checkpointer = _Checkpointer(self.path, fsync_wal=fsync == "interval", interval_s=fsync_interval_s)
         self._ops: list[_Op] = []
         self._queued = 0  # messages in self._ops
         self._wakeup = asyncio.Event()
@@ -223,19 +298,22 @@ class SqliteLog(Log):
         except sqlite3.Error as exc:
             self._executor.shutdown()
             raise BackendError(f"cannot open the sqlite log at {self.path}: {exc}") from exc
+        self._checkpointer.open()
         self._writer_task = asyncio.create_task(self._write_loop(), name="shoal-log-writer")
+
+    @property
+    def fsyncs(self) -> int:
+        """Background fsyncs of the write-ahead file so far (``fsync="interval"``)."""
+        return self._checkpointer.fsyncs
 
     async def close(self) -> None:
         """Write what is queued, then close. Pending consumer polls return ``[]``."""
         self._closing = True
-        if self._sync_timer is not None:
-            self._sync_timer.cancel()
-            self._sync_timer = None
-            self._sync_due = True  # committed but not yet fsynced: the writer syncs it before it stops
         self._wakeup.set()
         if self._writer_task is not None:
             await self._writer_task
             self._writer_task = None
+        await self._checkpointer.close()  # after the last commit: its fsync and checkpoint run now
         for consumer in list(self._consumers):
             await consumer.close()
         if self._executor is not None:
@@ -327,38 +405,9 @@ class SqliteLog(Log):
                             op.future.set_exception(error)
                 else:
                     self._resolve(ops, results)
-                    if self.fsync == "interval":
-                        if self._closing:
-                            self._sync_due = True
-                        elif self._sync_timer is None:
-                            self._sync_timer = loop.call_later(self.fsync_interval_s, self._sync_soon)
-            if self._sync_due:
-                self._sync_due = False
-                try:
-                    await loop.run_in_executor(self._executor, self._sync_wal)
-                except OSError:
-                    # The next commit schedules another try; the commits stay safe from a process crash.
-                    logger.exception("sqlite log fsync failed", path=str(self.path))
+                    self._checkpointer.committed()
             if self._closing and not self._ops:
                 return
-
-    def _sync_soon(self) -> None:
-        self._sync_timer = None
-        self._sync_due = True
-        self._wakeup.set()
-
-    def _sync_wal(self) -> None:
-        """fsync the write-ahead file (writer thread, between transactions): every commit so far is then
-        on the disk. Any descriptor of the file flushes the pages the writer's connection wrote."""
-        try:
-            fd = os.open(self.path.with_name(self.path.name + "-wal"), os.O_RDONLY)
-        except FileNotFoundError:  # checkpointed and removed: the commits are in the fsynced main file
-            return
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self.fsyncs += 1
 
     def _resolve(self, ops: list[_Op], results: list[Any]) -> None:
         topics: set[str] = set()
@@ -379,6 +428,8 @@ class SqliteLog(Log):
             if mode != "wal":
                 raise sqlite3.OperationalError(f"cannot switch {self.path} to WAL (journal_mode={mode})")
             conn.execute(f"PRAGMA synchronous = {'FULL' if self.fsync == 'always' else 'NORMAL'}")
+            # Checkpoints run on the checkpointer's thread, never inside a COMMIT a 202 waits for.
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
             conn.executescript(SCHEMA)
             self._next = {}
             for topic, _, next_offset in conn.execute(_SELECT_ALL_ENDS):

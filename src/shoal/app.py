@@ -4,6 +4,7 @@ worker, and closes them in reverse order (draining in-flight work) at shutdown."
 from __future__ import annotations
 
 import gc
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -121,9 +122,20 @@ async def open_services(settings: Settings, stack: AsyncExitStack, metrics: Metr
 
 def _register_gauges(services: Services) -> None:
     metrics, engine = services.metrics, services.engine
+    seen_batches: Counter[int] = Counter()  # provider calls already observed, by size
+    seen_texts = 0
 
     async def refresh() -> None:
+        nonlocal seen_texts
         stats = engine.stats()
+        # the engine counts its calls by size; the histogram and counter get what came since the last scrape
+        batches = Counter(stats["batch_sizes"])
+        for size, calls in (batches - seen_batches).items():
+            for _ in range(calls):
+                metrics.embed_batch_size.observe(size)
+        seen_batches.update(batches - seen_batches)
+        metrics.embed_texts.inc(stats["texts_embedded"] - seen_texts)
+        seen_texts = stats["texts_embedded"]
         metrics.embed_queue_depth.set(stats["queue_depth"])
         metrics.embed_throughput.set(stats["throughput"])
         metrics.cache_hits.labels("l1").set(stats["hits_l1"])

@@ -190,3 +190,13 @@ async def test_metrics_exposes_pipeline_numbers(client: httpx.AsyncClient) -> No
         return (await client.get("/metrics")).text
 
     await eventually(scrape, until=lambda t: 'shoal_log_lag{group="indexer",topic="records"} 0.0' in t)
+
+    def value(text: str, name: str) -> float:
+        return float(next(line.split()[1] for line in text.splitlines() if line.startswith(name + " ")))
+
+    # every provider call is observed once: a second scrape with nothing embedded in between adds nothing
+    first, second = await scrape(), await scrape()
+    calls, texts = value(first, "shoal_embed_batch_size_count"), value(first, "shoal_embed_texts_total")
+    assert calls >= 1 and texts >= 4  # the 4 records (and the warm-up text) went through the model
+    assert value(first, "shoal_embed_batch_size_sum") == texts
+    assert (value(second, "shoal_embed_batch_size_count"), value(second, "shoal_embed_texts_total")) == (calls, texts)

@@ -126,16 +126,15 @@ def _register_gauges(services: Services) -> None:
     seen_texts = 0
 
     async def refresh() -> None:
-        nonlocal seen_texts
+        nonlocal seen_batches, seen_texts
         stats = engine.stats()
         # the engine counts its calls by size; the histogram and counter get what came since the last scrape
         batches = Counter(stats["batch_sizes"])
         for size, calls in (batches - seen_batches).items():
             for _ in range(calls):
                 metrics.embed_batch_size.observe(size)
-        seen_batches.update(batches - seen_batches)
         metrics.embed_texts.inc(stats["texts_embedded"] - seen_texts)
-        seen_texts = stats["texts_embedded"]
+        seen_batches, seen_texts = batches, stats["texts_embedded"]
         metrics.embed_queue_depth.set(stats["queue_depth"])
         metrics.embed_throughput.set(stats["throughput"])
         metrics.cache_hits.labels("l1").set(stats["hits_l1"])

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -34,6 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.dashboard.conftest import conversations, tweet_records  # noqa: E402
 from tests.processes import ServerProcess  # noqa: E402
+
+from bench.stats import pct  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "dashboard.json"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -58,10 +59,6 @@ TIMING = """(mark) => {
     requests: 1 + resources.filter((r) => r.startTime <= ready).length,
   };
 }"""
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
 async def seed(http: httpx.AsyncClient) -> None:

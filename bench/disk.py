@@ -6,11 +6,7 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-
-
-def _pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q))
+from bench.stats import pct
 
 
 def fsync_latency(directory: Path, seconds: float, rate: float = 100.0) -> dict[str, float]:
@@ -34,7 +30,7 @@ def fsync_latency(directory: Path, seconds: float, rate: float = 100.0) -> dict[
         os.close(fd)
         path.unlink()
     return {
-        "disk_fsync_p50_ms": _pct(times, 50),
-        "disk_fsync_p99_ms": _pct(times, 99),
+        "disk_fsync_p50_ms": pct(times, 50),
+        "disk_fsync_p99_ms": pct(times, 99),
         "disk_fsync_max_ms": max(times),
     }

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import psutil
 from rich.console import Console
 from rich.table import Table
@@ -39,6 +38,7 @@ from tests.processes import ServerProcess  # noqa: E402
 from bench.disk import fsync_latency  # noqa: E402
 from bench.embed import engine_ceiling  # noqa: E402
 from bench.loadgen import RawClient, paced_requests  # noqa: E402
+from bench.stats import pct  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "twcs" / "twcs_random_sample.csv"
 RESULTS = ROOT / "bench" / "results" / "ingest.json"
@@ -55,10 +55,6 @@ def load_texts(n: int) -> list[str]:
         out.append(texts[i % len(texts)] + ("" if i < len(texts) else f" #{i // len(texts)}"))
         i += 1
     return out
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.array(values), q)) if values else float("nan")
 
 
 async def wait_embedded(client: httpx.AsyncClient, collection: str, n: int, timeout: float = 600) -> float:

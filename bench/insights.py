@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.disk import fsync_latency  # noqa: E402
 from bench.loadgen import RawClient, paced_requests  # noqa: E402
+from bench.stats import pct  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results" / "insights.json"
@@ -183,8 +184,6 @@ def analysis_speed(passes: int = 3) -> dict[str, Any]:
 
 
 # -- server ----------------------------------------------------------------------------------------
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.array(values), q)) if values else float("nan")
 
 
 def start_server(data_dir: Path, port: int, log_fsync: str) -> subprocess.Popen[bytes]:

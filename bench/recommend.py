@@ -44,6 +44,7 @@ from tests.servers import running_server  # noqa: E402
 
 from bench.embed import engine_ceiling  # noqa: E402
 from bench.loadgen import RawClient  # noqa: E402
+from bench.stats import pct  # noqa: E402
 from shoal.app import CoreFeature, create_app  # noqa: E402
 from shoal.importer import ImportSummary  # noqa: E402
 from shoal.recommend import RecommendFeature, RecommendSettings  # noqa: E402
@@ -56,10 +57,6 @@ CATALOG = ROOT.parent / "shared" / "data" / "amazon_in_electronics_catalog" / "A
 RESULTS = ROOT / "bench" / "results" / "recommend.json"
 TARGETS = {"event_to_list_p99_ms": 50.0, "read_server_p99_ms": 1.0}
 LAG = re.compile(r'^shoal_log_lag\{group="profiler",topic="interactions"\} (\S+)$', re.MULTILINE)
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
 def cpu_seconds() -> float:

@@ -84,9 +84,10 @@ class Settings(BaseSettings):
     # -- pipeline ------------------------------------------------------------------------------
     log_partitions: int = Field(4, ge=1, le=256)
     log_fsync: Literal["always", "interval"] = Field(
-        "always",
-        description="embedded log: fsync every commit before the 202 (survives power loss), or fsync in the "
-        "background at most log_fsync_interval_s later (survives kill -9; no request waits for the disk)",
+        "interval",
+        description="embedded log: fsync in the background at most log_fsync_interval_s after a commit "
+        "(survives kill -9; no request waits for the disk), or fsync every commit before its 202 "
+        "(also survives power loss)",
     )
     log_fsync_interval_s: float = Field(
         1.0,

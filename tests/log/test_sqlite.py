@@ -183,6 +183,12 @@ async def test_fsync_mode_is_checked(tmp_path: Path) -> None:
 async def test_settings_choose_the_fsync_mode(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="log_fsync"):
         make_settings(tmp_path, log_fsync="sometimes")
+    assert make_settings(tmp_path).log_fsync == "interval"  # the default: no 202 waits for the disk
+    settings = make_settings(tmp_path / "always", log_fsync="always")
+    async with running_app(settings, features=[]) as (_, app):
+        log = services_of(app).log
+        assert isinstance(log, SqliteLog)
+        assert log.fsync == "always"
     settings = make_settings(tmp_path, log_fsync="interval", log_fsync_interval_s=0.05)
     async with running_app(settings, features=[]) as (client, app):
         log = services_of(app).log

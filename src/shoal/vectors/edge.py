@@ -197,7 +197,7 @@ class EdgeVectorStore(VectorStore):
         (Edge 0.9 keeps the GIL), so schedule it after bursts, not per write.
         """
         shard = (await self._get(name)).shard
-        await self._call(shard.optimize, executor=self._optimizer)
+        await self._call(_optimize_shard, shard, executor=self._optimizer)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -395,6 +395,14 @@ def _translate(exc: Exception) -> ShoalError:
     if any(s in message for s in ("dimension error", "Wrong input", "Bad input", "Wrong usage", "Bad request")):
         return InvalidInput(f"vector store (edge): {message}")
     return BackendError(f"vector store (edge): {message}")
+
+
+def _optimize_shard(shard: edge.EdgeShard) -> None:
+    """Optimize, then flush: Edge 0.9 keeps the segments an optimize replaced — their files, mapped and
+    resident, as large as the points they held — until the next flush (measured: 50k points, 215 → 124 MB
+    RSS; docs/vectors.md, memory)."""
+    if shard.optimize():
+        shard.flush()
 
 
 def _close_shard(shard: edge.EdgeShard) -> None:

@@ -38,9 +38,15 @@ class CoreFeature(Feature):
         return (records.router, export.router, embeddings.router)
 
     async def start(self, services: Services, stack: AsyncExitStack) -> None:
-        self.optimizer = await stack.enter_async_context(
-            Optimizer(services.vectors, services.settings.optimize_interval_s, services.settings.optimize_max_pending)
+        settings = services.settings
+        self.optimizer = optimizer = await stack.enter_async_context(
+            Optimizer(services.vectors, settings.optimize_interval_s, settings.optimize_max_pending, services.metrics)
         )
+
+        async def refresh() -> None:
+            services.metrics.optimize_backlog.set(optimizer.backlog)
+
+        services.metrics.on_scrape(refresh)
 
     def processors(self, services: Services) -> Sequence[Processor]:
         settings = services.settings

@@ -54,6 +54,18 @@ class Metrics:
         self.collection_coverage = Gauge(
             "shoal_collection_coverage_ratio", "Embedded / total records", ["collection"], registry=registry
         )
+        self.optimize_seconds = Histogram(
+            "shoal_vector_optimize_seconds",
+            "Vector index optimisations (HNSW and payload index builds) by vector collection",
+            ["vector_collection"],
+            registry=registry,
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+        )
+        self.optimize_backlog = Gauge(
+            "shoal_vector_optimize_backlog_points",
+            "Points written and not yet optimised (a running optimisation's included until it ends)",
+            registry=registry,
+        )
         self._refreshers: list[Refresher] = []
 
     def on_scrape(self, refresher: Refresher) -> None:

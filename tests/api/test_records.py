@@ -200,3 +200,9 @@ async def test_metrics_exposes_pipeline_numbers(client: httpx.AsyncClient) -> No
     assert calls >= 1 and texts >= 4  # the 4 records (and the warm-up text) went through the model
     assert value(first, "shoal_embed_batch_size_sum") == texts
     assert (value(second, "shoal_embed_batch_size_count"), value(second, "shoal_embed_texts_total")) == (calls, texts)
+
+    # the records' vector collection is optimised once writes pause (0.2 s here): the backlog empties
+    optimised = await eventually(
+        scrape, until=lambda t: "shoal_vector_optimize_backlog_points 0.0" in t and "optimize_seconds_count{" in t
+    )
+    assert 'shoal_vector_optimize_seconds_count{vector_collection="docs__' in optimised

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shoal.metrics import Metrics
 from shoal.pipeline.optimizer import Optimizer
 from shoal.vectors.edge import EdgeVectorStore
 from tests.waiting import eventually
@@ -50,3 +51,23 @@ async def test_runs_while_writes_go_on_once_enough_points_wait(tmp_path: Path) -
                 return store.optimized
 
             assert await eventually(optimized) == ["a"]
+
+
+async def test_backlog_and_durations_reach_the_metrics(tmp_path: Path) -> None:
+    metrics = Metrics()
+    async with Counting(tmp_path) as store:
+        await store.create_collection("a", 4)
+        await store.create_collection("b", 4)
+        async with Optimizer(store, quiet_s=0.05, max_pending=1_000_000, metrics=metrics) as optimizer:
+            optimizer.mark("a", 10)
+            optimizer.mark("b", 5)
+            assert optimizer.backlog == 15
+
+            async def backlog() -> int:
+                return optimizer.backlog
+
+            assert await eventually(backlog, until=lambda n: n == 0) == 0
+            assert store.optimized == ["a", "b"]
+    for name in ("a", "b"):
+        labels = {"vector_collection": name}
+        assert metrics.registry.get_sample_value("shoal_vector_optimize_seconds_count", labels) == 1

@@ -20,17 +20,22 @@ from typing import Self
 
 import structlog
 
+from shoal.metrics import Metrics
 from shoal.vectors import VectorStore
 
 logger = structlog.get_logger(__name__)
 
 
 class Optimizer:
-    def __init__(self, vectors: VectorStore, quiet_s: float, max_pending: int = 20_000) -> None:
+    def __init__(
+        self, vectors: VectorStore, quiet_s: float, max_pending: int = 20_000, metrics: Metrics | None = None
+    ) -> None:
         self._vectors = vectors
         self._quiet_s = quiet_s
         self._max_pending = max_pending
+        self._metrics = metrics
         self._pending: dict[str, int] = {}
+        self._running: dict[str, int] = {}  # the round in progress: collections not optimised yet
         self._last_write = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -50,6 +55,11 @@ class Optimizer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    @property
+    def backlog(self) -> int:
+        """Points written and not optimised yet, a running round's included until it ends."""
+        return sum(self._pending.values()) + sum(self._running.values())
+
     def mark(self, vector_name: str, points: int = 1) -> None:
         """``points`` were written to ``vector_name``."""
         self._pending[vector_name] = self._pending.get(vector_name, 0) + points
@@ -62,20 +72,27 @@ class Optimizer:
             await self._lull()
             self._wake.clear()
             dirty, self._pending = self._pending, {}
+            self._running = dict(dirty)
             self.runs += 1
-            for name in sorted(dirty):
-                started = time.monotonic()
-                try:
-                    await self._vectors.optimize(name)
-                except Exception:
-                    logger.exception("optimize failed", vector_collection=name)
-                else:
-                    logger.info(
-                        "vector index optimised",
-                        vector_collection=name,
-                        points=dirty[name],
-                        seconds=round(time.monotonic() - started, 3),
-                    )
+            try:
+                for name in sorted(dirty):
+                    await self._optimize(name, dirty[name])
+            finally:
+                self._running = {}
+
+    async def _optimize(self, name: str, points: int) -> None:
+        started = time.monotonic()
+        try:
+            await self._vectors.optimize(name)
+        except Exception:
+            logger.exception("optimize failed", vector_collection=name)
+            return
+        finally:
+            self._running.pop(name, None)
+        seconds = time.monotonic() - started
+        if self._metrics is not None:
+            self._metrics.optimize_seconds.labels(name).observe(seconds)
+        logger.info("vector index optimised", vector_collection=name, points=points, seconds=round(seconds, 3))
 
     async def _lull(self) -> None:
         """Return once no write came for ``quiet_s``, or ``max_pending`` points wait."""

@@ -221,6 +221,20 @@ def rss_breakdown(pid: int) -> dict[str, float]:
     return {k: round(v, 1) for k, v in sorted(totals.items(), key=lambda kv: -kv[1]) if v >= 1}
 
 
+async def optimised(client: httpx.AsyncClient, timeout_s: float) -> float:
+    """Seconds until the server's vector optimisation backlog is empty (``shoal_vector_optimize_backlog_points``)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        try:
+            text = (await client.get("/metrics")).text
+        except httpx.TransportError:
+            text = ""  # an HNSW build holds the GIL: the server answers once it ends
+        if "\nshoal_vector_optimize_backlog_points 0.0" in text:
+            break
+        await asyncio.sleep(1.0)  # polling a long-running job's progress
+    return time.perf_counter() - started
+
+
 async def analysed(client: httpx.AsyncClient) -> int:
     """Conversations the server's insights processor has analysed (its Prometheus counter); -1 when the
     server did not answer (an HNSW build holds the GIL and stalls the whole process for a while)."""
@@ -316,6 +330,9 @@ async def server_figures(
 
                 done = await wait_analysed(posted, sample) - base
                 volume_s = time.perf_counter() - started
+                rss_analysed = proc.memory_info().rss / 2**20
+                # the steady state: the last optimisation (after writes pause) has built and swapped its segment
+                settled_s = await optimised(client, timeout_s)
                 memory = proc.memory_info()
                 breakdown = rss_breakdown(child.pid)
                 samples.append((done, memory.rss / 2**20))
@@ -344,6 +361,8 @@ async def server_figures(
         "rss_idle_mb": round(rss_idle, 1),
         "rss_before_volume_mb": round(samples[0][1], 1),
         "rss_half_mb": round(half[0], 1) if half else None,
+        "rss_at_last_analysed_mb": round(rss_analysed, 1),
+        "optimizer_settled_after_s": round(settled_s, 1),
         "rss_after_mb": round(samples[-1][1], 1),
         # file-backed pages (mostly the vector store's memory-mapped segments) count in RSS but are page cache
         "rss_after_file_backed_mb": round(memory.shared / 2**20, 1),

@@ -54,11 +54,13 @@ def serve(
     """Run the server (API and workers in one process by default)."""
     import uvicorn
 
+    from shoal.allocator import limit_arenas
     from shoal.app import create_app
     from shoal.telemetry import configure_logging
 
     settings = load_settings(host=host, port=port, role=role, data_dir=data_dir)
     configure_logging(settings.log_level, settings.log_json)
+    limit_arenas(settings.malloc_arena_max)  # before the app starts its threads
     uvicorn.run(create_app(settings), **uvicorn_options(settings))
 
 

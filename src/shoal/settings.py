@@ -112,6 +112,12 @@ class Settings(BaseSettings):
         20_000, ge=1, description="points written since the last optimisation after which it runs while writes go on"
     )
     drain_timeout_s: float = Field(20.0, gt=0)
+    malloc_arena_max: int = Field(
+        2,
+        ge=0,
+        description="shoal serve caps glibc's malloc arenas (each keeps the memory its threads freed); "
+        "0 leaves glibc's default, MALLOC_ARENA_MAX in the environment wins",
+    )
 
     # -- inbound rate limit (per client; shared through Redis when the cache URL is Redis) -------
     rate_limit_per_s: float = Field(100.0, gt=0, description="requests per second per client")

@@ -382,7 +382,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="requests/s of the latency phases")
     parser.add_argument("--timeout", type=float, default=3600.0, help="give up waiting for analysis after")
     parser.add_argument("--skip-server", action="store_true")
-    parser.add_argument("--log-fsync", choices=["always", "interval"], default="interval", help="SHOAL_LOG_FSYNC (the server default: interval)")
+    parser.add_argument(
+        "--log-fsync",
+        choices=["always", "interval"],
+        default="interval",
+        help="SHOAL_LOG_FSYNC (the server default: interval)",
+    )
     parser.add_argument("--only-server", action="store_true", help="keep the other figures of the last run")
     args = parser.parse_args()
     console = Console()

@@ -254,7 +254,8 @@ async def main(rate: float, seconds: float, n_users: int, limit: int | None) -> 
         core = Settings(_env_file=None, data_dir=Path(tmp), log_json=False, log_level="WARNING", rate_limit_per_s=1e6)
         app = create_app(core, [CoreFeature(), RecommendFeature(settings)])
         async with (
-            running_server(app) as url,
+            # as `shoal serve` runs uvicorn (WebSocket compression off unless SHOAL_WS_COMPRESSION=1)
+            running_server(app, ws_per_message_deflate=core.ws_compression) as url,
             httpx.AsyncClient(
                 base_url=url, timeout=httpx.Timeout(60, pool=None), limits=httpx.Limits(max_connections=256)
             ) as http,

@@ -1,11 +1,11 @@
 """The C allocator of a ``shoal serve`` process.
 
-glibc gives each thread that calls ``malloc`` while another holds an arena a new arena (up to eight
-per core), and an arena keeps the pages it freed. A server has many such threads — the embedding
-runtime's, the vector store's pools, SQLite's, the log writer — so after a long ingest most of its
-anonymous memory was arenas' free space: capped at two, RSS after 50,000 analysed conversations went
-from 769 to 685 MB at the same throughput (docs/benchmarks.md, insights). ``MALLOC_ARENA_MAX`` in the
-environment does the same from the first allocation and wins over the setting.
+glibc gives threads malloc arenas of their own (up to eight per core), and an arena keeps much of
+what it freed. A server has many allocating threads — the embedding runtime's, the vector store's
+pools, SQLite's, the log writer — so after a long ingest a good part of its anonymous memory was the
+arenas' free space: capped at two, RSS after 50,000 analysed conversations went from 769 to 685 MB at
+the same throughput (docs/benchmarks.md, insights). ``MALLOC_ARENA_MAX`` in the environment does the
+same from the first allocation and wins over the setting.
 """
 
 from __future__ import annotations

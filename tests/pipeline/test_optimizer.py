@@ -71,3 +71,37 @@ async def test_backlog_and_durations_reach_the_metrics(tmp_path: Path) -> None:
     for name in ("a", "b"):
         labels = {"vector_collection": name}
         assert metrics.registry.get_sample_value("shoal_vector_optimize_seconds_count", labels) == 1
+
+
+class FailingOnce(Counting):
+    """Its first optimisation fails (a full disk, say); later ones succeed."""
+
+    failures = 0
+
+    async def optimize(self, name: str) -> None:
+        first = not self.optimized
+        await super().optimize(name)
+        if first:
+            self.failures += 1  # the optimizer handles the error before this test's task runs again
+            raise OSError("no space left on device")
+
+
+async def test_a_failed_optimisation_keeps_its_points_for_the_next_round(tmp_path: Path) -> None:
+    async with FailingOnce(tmp_path) as store:
+        await store.create_collection("a", 4)
+        async with Optimizer(store, quiet_s=0.05, max_pending=1_000_000) as optimizer:
+            optimizer.mark("a", 10)
+
+            async def failures() -> int:
+                return store.failures
+
+            await eventually(failures)
+            assert optimizer.backlog == 10  # failed: still waiting, and no retry without a write
+            assert optimizer.runs == 1
+            optimizer.mark("a", 5)
+
+            async def backlog() -> int:
+                return optimizer.backlog
+
+            assert await eventually(backlog, until=lambda n: n == 0) == 0
+            assert store.optimized == ["a", "a"] and optimizer.runs == 2

@@ -85,6 +85,8 @@ class Optimizer:
         try:
             await self._vectors.optimize(name)
         except Exception:
+            # still not optimised: the next round (after the next write) takes these points again
+            self._pending[name] = self._pending.get(name, 0) + points
             logger.exception("optimize failed", vector_collection=name)
             return
         finally:

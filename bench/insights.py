@@ -221,15 +221,23 @@ def rss_breakdown(pid: int) -> dict[str, float]:
     return {k: round(v, 1) for k, v in sorted(totals.items(), key=lambda kv: -kv[1]) if v >= 1}
 
 
+async def scrape(client: httpx.AsyncClient) -> dict[str, float] | None:
+    """The server's unlabelled Prometheus samples by name; ``None`` when it did not answer (an HNSW
+    build holds the GIL and stalls the whole process for a while)."""
+    try:
+        text = (await client.get("/metrics")).text
+    except httpx.TransportError:
+        return None
+    samples = (line.split() for line in text.splitlines() if line and not line.startswith("#"))
+    return {fields[0]: float(fields[1]) for fields in samples if "{" not in fields[0]}
+
+
 async def optimised(client: httpx.AsyncClient, timeout_s: float) -> float:
     """Seconds until the server's vector optimisation backlog is empty (``shoal_vector_optimize_backlog_points``)."""
     started = time.perf_counter()
     while time.perf_counter() - started < timeout_s:
-        try:
-            text = (await client.get("/metrics")).text
-        except httpx.TransportError:
-            text = ""  # an HNSW build holds the GIL: the server answers once it ends
-        if "\nshoal_vector_optimize_backlog_points 0.0" in text:
+        samples = await scrape(client)
+        if samples is not None and samples.get("shoal_vector_optimize_backlog_points") == 0:
             break
         await asyncio.sleep(1.0)  # polling a long-running job's progress
     return time.perf_counter() - started
@@ -237,15 +245,9 @@ async def optimised(client: httpx.AsyncClient, timeout_s: float) -> float:
 
 async def analysed(client: httpx.AsyncClient) -> int:
     """Conversations the server's insights processor has analysed (its Prometheus counter); -1 when the
-    server did not answer (an HNSW build holds the GIL and stalls the whole process for a while)."""
-    try:
-        text = (await client.get("/metrics")).text
-    except httpx.TransportError:
-        return -1
-    for line in text.splitlines():
-        if line.startswith("shoal_insights_analyzed_total "):
-            return int(float(line.split()[1]))
-    return 0
+    server did not answer."""
+    samples = await scrape(client)
+    return -1 if samples is None else int(samples.get("shoal_insights_analyzed_total", 0))
 
 
 async def server_figures(

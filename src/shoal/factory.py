@@ -55,9 +55,10 @@ def _scheme(url: str) -> str:
     return urlsplit(url).scheme.lower()
 
 
-def make_log(url: str, *, partitions: int = 4, fsync: str, fsync_interval_s: float, **options: Any) -> Log:
-    """``fsync`` and ``fsync_interval_s`` (``SHOAL_LOG_FSYNC*``, whose defaults are the settings') apply to
-    the embedded SQLite log; Kafka's brokers own durability."""
+def make_log(
+    url: str, *, partitions: int = 4, fsync: str = "always", fsync_interval_s: float = 1.0, **options: Any
+) -> Log:
+    """``fsync`` and ``fsync_interval_s`` apply to the embedded SQLite log (Kafka's brokers own durability)."""
     scheme = _scheme(url)
     if scheme == "sqlite":
         sqlite_log = _load("shoal.log.sqlite", "SqliteLog")

@@ -1,7 +1,10 @@
 """Embedding benchmark: the int8 ONNX engine against sentence-transformers (torch, CPU), same texts,
 same run; int8 quality against the fp32 ONNX model; single-text latency; idle CPU.
 
-    .venv/bin/python bench/embed.py [--texts 2000] [--threads 2]
+    .venv/bin/python bench/embed.py [--texts 2000] [--threads 2] [--passes]
+
+``--passes`` runs only the forward-pass figures (planned against fixed passes on stream-shaped calls,
+and the pass cost fit) into ``bench/results/embed_passes.json``, without the torch baseline.
 
 The sentence-transformers baseline needs torch, which Shoal's runtime never installs: it runs in a
 subprocess on the build venv (``.venv-build``, see ``scripts/export_model.py``; add
@@ -33,9 +36,27 @@ MODELS_DIR = ROOT / "data" / "models"
 TARGETS = {"speedup_vs_sentence_transformers": 3.0, "mean_cosine_int8_fp32": 0.99, "single_p50_ms": 5.0}
 
 
+SUPPORT = ROOT.parent / "shared" / "data" / "twcs" / "twcs_random_sample.csv"
+
+
 def load_texts(n: int) -> list[str]:
     lines = [line.strip() for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
     return (lines * (n // len(lines) + 1))[:n]
+
+
+def load_support_texts(n: int) -> list[str]:
+    """Customer-support tweets (handles, URLs, longer and more varied in length than TweetEval's)."""
+    import csv
+
+    with SUPPORT.open(encoding="utf-8") as fh:
+        return [row["text"].strip() for row, _ in zip(csv.DictReader(fh), range(n), strict=False)]
+
+
+async def _stream_figures(threads: int) -> dict[str, Any]:
+    return {
+        "tweeteval": await _stream_calls(load_texts(1024), threads),
+        "twcs_support": await _stream_calls(load_support_texts(1024), threads),
+    }
 
 
 async def engine_ceiling(texts: list[str], *, batch_size: int = 32, threads: int = 2) -> float:
@@ -65,6 +86,68 @@ async def _provider_run(variant: str, texts: list[str], threads: int) -> tuple[f
         started = time.perf_counter()
         vectors = await provider.embed(texts)
         return len(texts) / (time.perf_counter() - started), vectors
+
+
+async def _stream_calls(texts: list[str], threads: int, rounds: int = 3) -> dict[str, Any]:
+    """Calls of 16 and 32 texts in arrival order (what a stream of records hands the provider), with the
+    planned passes against fixed chunks of 32, interleaved on the same texts in one process."""
+    from collections.abc import Sequence
+
+    from shoal.embedding.onnx import OnnxProvider
+
+    class Fixed(OnnxProvider):
+        """The provider as it cut passes before ``plan_passes``: every ``max_batch`` sorted texts."""
+
+        def passes(self, lengths: Sequence[int]) -> list[tuple[int, int]]:
+            size = self.max_batch
+            return [(start, min(start + size, len(lengths))) for start in range(0, len(lengths), size)]
+
+    out: dict[str, Any] = {}
+    async with OnnxProvider("int8", threads=threads) as planned, Fixed("int8", threads=threads) as fixed:
+        for provider in (planned, fixed):
+            await provider.embed(texts[:64])
+        for size in (16, 32):
+            rates: dict[str, list[float]] = {"planned": [], "fixed": []}
+            for _ in range(rounds):
+                for name, provider in (("planned", planned), ("fixed", fixed)):
+                    started = time.perf_counter()
+                    for first in range(0, len(texts), size):
+                        await provider.embed(texts[first : first + size])
+                    rates[name].append(len(texts) / (time.perf_counter() - started))
+            med = {name: float(np.median(r)) for name, r in rates.items()}
+            out[f"calls_of_{size}"] = {**med, "ratio": med["planned"] / med["fixed"]}
+    return out
+
+
+def _pass_cost(threads: int) -> dict[str, float]:
+    """Fit one forward pass's time as c0 + c1·n·L + c2·n·L² over padded n × L inputs: where
+    ``PASS_OVERHEAD`` (c0/c1, in tokens) and ``ATTENTION`` (c2/c1) in shoal/embedding/onnx.py come from."""
+    from shoal.embedding.onnx import OnnxProvider
+
+    provider = OnnxProvider("int8", threads=threads)
+    provider._load()
+    rows: list[tuple[int, int, float]] = []
+    for n in (1, 2, 4, 8, 16, 32):
+        for length in (8, 16, 32, 64, 128):
+            ids = np.full((n, length), 2000, dtype=np.int64)
+            feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+            feeds = {k: feeds[k] for k in provider._inputs}
+            provider._session.run(None, feeds)
+            reps = max(3, 2000 // (n * length))
+            started = time.perf_counter()
+            for _ in range(reps):
+                provider._session.run(None, feeds)
+            rows.append((n, length, (time.perf_counter() - started) / reps * 1000))
+    # Least squares on relative error, so the small passes (which set the overhead) count as much as the big.
+    design = np.array([[1.0, n * length, n * length * length] for n, length, _ in rows])
+    ms = np.array([ms for *_, ms in rows])
+    (c0, c1, c2), *_ = np.linalg.lstsq(design / ms[:, None], np.ones_like(ms), rcond=None)
+    return {
+        "pass_ms": float(c0),
+        "token_us": float(c1 * 1000),
+        "overhead_tokens": float(c0 / c1),
+        "attention": float(c2 / c1),
+    }
 
 
 async def _concurrent_callers(texts: list[str], threads: int) -> float:
@@ -174,6 +257,8 @@ async def run(n: int, threads: int) -> dict[str, Any]:
     else:
         results["cosine_int8_vs_fp32"] = {"skipped": "run `make model-fp32` first"}
     results["latency"] = await _latency(texts[:500], threads)
+    results["stream_calls"] = await _stream_figures(threads)
+    results["pass_cost"] = _pass_cost(threads)
     st = results["sentence_transformers"].get("texts_per_s")
     results["speedup_vs_sentence_transformers"] = results["engine_texts_per_s"] / st if st else None
     return results
@@ -217,6 +302,19 @@ def report(results: dict[str, Any]) -> None:
         f"p50 <= {TARGETS['single_p50_ms']:.0f} ms",
     )
     table.add_row("idle CPU after load", f"{lat['idle_cpu_percent']:.1f} %")
+    for corpus, sizes in results["stream_calls"].items():
+        for size, row in sizes.items():
+            table.add_row(
+                f"{corpus}, {size.replace('_', ' ')} in arrival order: planned / fixed passes",
+                f"{row['planned']:,.0f} / {row['fixed']:,.0f} texts/s",
+                f"{row['ratio']:.2f}x",
+            )
+    cost = results["pass_cost"]
+    table.add_row(
+        "forward pass cost: per pass / per token",
+        f"{cost['pass_ms']:.2f} ms / {cost['token_us']:.1f} us",
+        f"{cost['overhead_tokens']:.0f} tokens, attn {cost['attention']:.4f}",
+    )
     Console().print(table)
 
 
@@ -224,10 +322,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--texts", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--passes", action="store_true", help="only the forward-pass figures")
     parser.add_argument("--sentence-transformers-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sentence_transformers_worker:
         _sentence_transformers_worker()
+        return
+    if args.passes:
+        passes = {
+            "load_average_at_start": os.getloadavg()[0],
+            "stream_calls": asyncio.run(_stream_figures(args.threads)),
+            "pass_cost": _pass_cost(args.threads),
+        }
+        (RESULTS.parent / "embed_passes.json").write_text(json.dumps(passes, indent=2) + "\n")
+        print(json.dumps(passes, indent=2))
         return
     results = asyncio.run(run(args.texts, args.threads))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shoal.embedding.onnx import ASSETS_DIR, INT8_MODEL, TOKENIZER, OnnxProvider, file_sha256
+from shoal.embedding.onnx import (
+    ASSETS_DIR,
+    ATTENTION,
+    INT8_MODEL,
+    PASS_OVERHEAD,
+    TOKENIZER,
+    OnnxProvider,
+    file_sha256,
+    plan_passes,
+)
 from shoal.errors import ConfigurationError, EmbeddingError
 
 SENTENCES = [
@@ -53,6 +62,43 @@ async def test_order_is_preserved_across_length_sorting(provider: OnnxProvider) 
     similarity = batched @ alone.T
     assert (similarity.argmax(axis=1) == np.arange(len(texts))).all()
     assert similarity.diagonal().min() > 0.95
+
+
+def _padded_cost(lengths: list[int], passes: list[tuple[int, int]]) -> float:
+    return sum(PASS_OVERHEAD + (b - a) * lengths[b - 1] * (1 + ATTENTION * lengths[b - 1]) for a, b in passes)
+
+
+def test_plan_passes_gives_a_long_outlier_its_own_pass() -> None:
+    lengths = [12] * 15 + [90]
+    assert plan_passes(lengths, 32) == [(0, 15), (15, 16)]
+
+
+def test_plan_passes_keeps_similar_lengths_in_full_passes() -> None:
+    assert [b - a for a, b in plan_passes([20] * 64, 32)] == [32, 32]
+    assert len(plan_passes([20] * 70, 32)) == 3
+    assert plan_passes([], 32) == []
+
+
+def test_plan_passes_covers_every_text_once_and_never_costs_more_than_fixed_chunks() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n = int(rng.integers(1, 120))
+        lengths = sorted(int(x) for x in rng.integers(3, 128, size=n))
+        max_batch = int(rng.integers(1, 40))
+        passes = plan_passes(lengths, max_batch)
+        assert [i for a, b in passes for i in range(a, b)] == list(range(n))
+        assert all(0 < b - a <= max_batch for a, b in passes)
+        fixed = [(a, min(a + max_batch, n)) for a in range(0, n, max_batch)]
+        assert _padded_cost(lengths, passes) <= _padded_cost(lengths, fixed) + 1e-9
+
+
+async def test_a_long_text_among_short_ones_does_not_change_their_vectors(provider: OnnxProvider) -> None:
+    short = [f"short tweet number {i}" for i in range(12)]
+    long_text = "a much longer text about flights, refunds and lost luggage " * 6
+    mixed = await provider.embed([*short[:6], long_text, *short[6:]])
+    alone = await provider.embed(short)
+    # Planned passes keep the short texts together, padded to their own length, not the long one's.
+    np.testing.assert_allclose(np.delete(mixed, 6, axis=0), alone, atol=1e-6)
 
 
 async def test_long_text_is_truncated_at_max_tokens() -> None:

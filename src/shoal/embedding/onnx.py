@@ -64,8 +64,9 @@ class OnnxProvider(EmbeddingProvider):
     """all-MiniLM-L6-v2 (384 dims) on CPU through onnxruntime.
 
     Inference runs on one dedicated thread (onnxruntime releases the GIL), so the event loop stays free;
-    calls are serialised on that thread. Within a call, texts are sorted by token length and run in
-    chunks of ``max_batch`` padded to the longest in the chunk; results come back in input order.
+    calls are serialised on that thread. Within a call, texts are sorted by token length and cut into
+    forward passes of at most ``max_batch`` by ``plan_passes`` (each pass pads to its longest text);
+    results come back in input order.
 
     Args:
         variant: ``"int8"`` (shipped, ``local:minilm``) or ``"fp32"`` (exact, ``local:minilm-fp32``;
@@ -198,10 +199,14 @@ class OnnxProvider(EmbeddingProvider):
         encodings = self._tokenizer.encode_batch(texts)
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(order), self.max_batch):
-            chunk = order[start : start + self.max_batch]
+        for start, stop in self.passes([len(encodings[i].ids) for i in order]):
+            chunk = order[start:stop]
             out[chunk] = self._forward([encodings[i] for i in chunk])
         return out
+
+    def passes(self, lengths: Sequence[int]) -> list[tuple[int, int]]:
+        """How texts of these sorted token counts are cut into forward passes (``plan_passes``)."""
+        return plan_passes(lengths, self.max_batch)
 
     def _forward(self, encodings: list[Any]) -> Vectors:
         width = max(len(e.ids) for e in encodings)
@@ -219,6 +224,39 @@ class OnnxProvider(EmbeddingProvider):
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise EmbeddingError(f"{self.model_id} inference failed: {exc}") from exc
         return _mean_pool_normalise(hidden, mask)
+
+
+# The cost of one forward pass of n texts padded to L tokens, in units of one padded token:
+# PASS_OVERHEAD + n * L * (1 + ATTENTION * L). Fitted on MiniLM int8, two threads, by
+# `bench/embed.py --passes`: ~2 ms a pass, ~40 us a token, the attention's L^2 a few % at tweet lengths.
+PASS_OVERHEAD = 48.0
+ATTENTION = 0.001
+
+
+def plan_passes(lengths: Sequence[int], max_batch: int) -> list[tuple[int, int]]:
+    """Cut texts sorted by token count into forward passes, as ``(start, stop)`` slices, at least cost.
+
+    Every text in a pass is padded to the pass's longest, so one long tweet in a pass of short ones
+    makes them all long: a random batch of 32 tweets costs ~2x its sorted passes. Fewer passes pay the
+    per-pass overhead less often; this picks the cut with the least estimated cost (dynamic programming
+    over the sorted lengths, each pass at most ``max_batch``).
+    """
+    n = len(lengths)
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for stop in range(1, n + 1):
+        longest = lengths[stop - 1]  # sorted: the last text of a pass is its longest
+        per_text = longest * (1 + ATTENTION * longest)
+        for start in range(max(0, stop - max_batch), stop):
+            cost = best[start] + PASS_OVERHEAD + (stop - start) * per_text
+            if cost < best[stop]:
+                best[stop], cut[stop] = cost, start
+    passes: list[tuple[int, int]] = []
+    stop = n
+    while stop > 0:
+        passes.append((cut[stop], stop))
+        stop = cut[stop]
+    return passes[::-1]
 
 
 def _lower_priority(nice: int) -> None:

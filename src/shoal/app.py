@@ -24,7 +24,7 @@ from shoal.pipeline.processor import Processor, ProcessorRunner
 from shoal.services import Services
 from shoal.settings import Settings
 from shoal.tasks import TaskSet
-from shoal.telemetry import BodyLimit, RequestContext
+from shoal.telemetry import BodyLimit, RequestContext, dropped_log_lines
 
 logger = structlog.get_logger(__name__)
 
@@ -185,6 +185,7 @@ def create_app(settings: Settings | None = None, features: Sequence[Feature] | N
     if not any(isinstance(f, CoreFeature) for f in features):
         features.insert(0, CoreFeature())
     metrics = Metrics()
+    metrics.log_lines_dropped.set_function(dropped_log_lines)
     serves_api = settings.role in ("all", "api")
     runs_workers = settings.role in ("all", "worker")
 

@@ -56,10 +56,11 @@ def serve(
 
     from shoal.allocator import limit_arenas
     from shoal.app import create_app
-    from shoal.telemetry import configure_logging
+    from shoal.telemetry import configure_logging, flush_logs_on_sigterm
 
     settings = load_settings(host=host, port=port, role=role, data_dir=data_dir)
     configure_logging(settings.log_level, settings.log_json)
+    flush_logs_on_sigterm()
     limit_arenas(settings.malloc_arena_max)  # before the app starts its threads
     uvicorn.run(create_app(settings), **uvicorn_options(settings))
 

@@ -66,6 +66,9 @@ class Metrics:
             "Points written and not yet optimised (a running optimisation's included until it ends)",
             registry=registry,
         )
+        self.log_lines_dropped = Gauge(
+            "shoal_log_lines_dropped", "Log lines dropped because the log writer fell behind", registry=registry
+        )
         self._refreshers: list[Refresher] = []
 
     def on_scrape(self, refresher: Refresher) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -79,6 +81,13 @@ def test_plan_passes_keeps_similar_lengths_in_full_passes() -> None:
     assert plan_passes([], 32) == []
 
 
+def test_plan_passes_halves_passes_until_every_worker_has_one() -> None:
+    assert plan_passes([20] * 10, 32, min_passes=2) == [(0, 5), (5, 10)]
+    assert len(plan_passes([5, 6, 7, 8, 9, 10, 11, 12], 32, min_passes=4)) == 4
+    assert plan_passes([30], 32, min_passes=2) == [(0, 1)]  # one text cannot be split
+    assert plan_passes([], 32, min_passes=2) == []
+
+
 def test_plan_passes_covers_every_text_once_and_never_costs_more_than_fixed_chunks() -> None:
     rng = np.random.default_rng(7)
     for _ in range(200):
@@ -86,17 +95,19 @@ def test_plan_passes_covers_every_text_once_and_never_costs_more_than_fixed_chun
         lengths = sorted(int(x) for x in rng.integers(3, 128, size=n))
         max_batch = int(rng.integers(1, 40))
         passes = plan_passes(lengths, max_batch)
+        assert [i for a, b in plan_passes(lengths, max_batch, min_passes=3) for i in range(a, b)] == list(range(n))
         assert [i for a, b in passes for i in range(a, b)] == list(range(n))
         assert all(0 < b - a <= max_batch for a, b in passes)
         fixed = [(a, min(a + max_batch, n)) for a in range(0, n, max_batch)]
         assert _padded_cost(lengths, passes) <= _padded_cost(lengths, fixed) + 1e-9
 
 
-async def test_a_long_text_among_short_ones_does_not_change_their_vectors(provider: OnnxProvider) -> None:
+async def test_a_long_text_among_short_ones_does_not_change_their_vectors() -> None:
     short = [f"short tweet number {i}" for i in range(12)]
     long_text = "a much longer text about flights, refunds and lost luggage " * 6
-    mixed = await provider.embed([*short[:6], long_text, *short[6:]])
-    alone = await provider.embed(short)
+    async with OnnxProvider(threads=1) as provider:  # one worker: no pass is halved to feed another
+        mixed = await provider.embed([*short[:6], long_text, *short[6:]])
+        alone = await provider.embed(short)
     # Planned passes keep the short texts together, padded to their own length, not the long one's.
     np.testing.assert_allclose(np.delete(mixed, 6, axis=0), alone, atol=1e-6)
 
@@ -110,9 +121,28 @@ async def test_long_text_is_truncated_at_max_tokens() -> None:
         assert a @ b > 0.999
 
 
-async def test_calls_from_many_tasks_share_the_one_inference_thread(provider: OnnxProvider) -> None:
+async def test_calls_from_many_tasks_all_come_back_with_their_own_vectors(provider: OnnxProvider) -> None:
     results = await asyncio.gather(*(provider.embed([s]) for s in SENTENCES))
-    assert all(r.shape == (1, 384) for r in results)
+    together = await provider.embed(SENTENCES)
+    for i, row in enumerate(results):
+        assert row.shape == (1, 384)
+        assert int((together @ row[0]).argmax()) == i
+
+
+async def test_one_call_runs_its_passes_on_every_worker() -> None:
+    class Watched(OnnxProvider):
+        def __init__(self) -> None:
+            super().__init__(threads=2)
+            self.workers: set[str] = set()
+
+        def _forward(self, encodings: list[Any]) -> Any:
+            self.workers.add(threading.current_thread().name)
+            return super()._forward(encodings)
+
+    async with Watched() as provider:
+        vectors = await provider.embed([f"{s} {i}" for i, s in enumerate(SENTENCES * 3)])
+    assert vectors.shape == (len(SENTENCES) * 3, 384)
+    assert len(provider.workers) == 2
 
 
 async def test_corrupt_artifact_is_refused(tmp_path: Path) -> None:
@@ -182,7 +212,7 @@ async def test_inference_threads_run_at_lower_priority_than_the_loop() -> None:
     await provider.open()
     try:
         await provider.embed(SENTENCES)
-        # The inference thread and onnxruntime's intra-op worker it started are both lowered.
+        # Both workers (each runs its passes single-threaded) are lowered.
         assert _thread_niceness().count(base + 5) - before >= 2
         assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the event loop's thread is untouched
     finally:

@@ -1,11 +1,13 @@
-"""``ProcessorRunner`` with a ``StagedProcessor``: the next batch is prepared while the current one is
-applied; batches are applied and committed in order; a failed apply retries both batches; the batch
-size follows the backlog."""
+"""``ProcessorRunner`` with a ``StagedProcessor``: the next batches (``prepare_ahead``) are prepared
+while the current one is applied; batches are applied and committed in order; a failed apply retries
+it and every batch prepared ahead; the batch size follows the backlog."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+
+import pytest
 
 from shoal.log import Log, Message
 from shoal.pipeline.processor import BatchSize, ProcessorRunner, StagedProcessor
@@ -15,31 +17,35 @@ VALUES = [f"m{i}" for i in range(6)]
 
 
 class Staged(StagedProcessor[list[str]]):
-    """Records what it prepares and applies; can hold its first apply until the next batch is prepared."""
+    """Records what it prepares and applies; can hold its first apply until the batches it should
+    prepare ahead are prepared."""
 
     group = "g"
     batch_size = 2
     retry_delay_s = 0.01
 
-    def __init__(self, topic: str, *, hold_first_apply: bool = False, failing_applies: int = 0) -> None:
+    def __init__(
+        self, topic: str, *, hold_first_apply: bool = False, failing_applies: int = 0, prepare_ahead: int = 1
+    ) -> None:
         self.topic = topic
         self.hold_first_apply = hold_first_apply
         self.failing_applies = failing_applies
+        self.prepare_ahead = prepare_ahead
         self.prepared: list[list[str]] = []
         self.applied: list[list[str]] = []
-        self.second_prepared = asyncio.Event()
+        self.ahead_prepared = asyncio.Event()
 
     async def prepare(self, messages: Sequence[Message]) -> list[str]:
         values = [m.value.decode() for m in messages]
         self.prepared.append(values)
-        if len(self.prepared) >= 2:
-            self.second_prepared.set()
+        if len(self.prepared) >= 1 + self.prepare_ahead:
+            self.ahead_prepared.set()
         return values
 
     async def apply(self, prepared: list[str]) -> None:
         if self.hold_first_apply and not self.applied:
-            # Returns only if the runner prepares the next batch while this one is being applied.
-            await asyncio.wait_for(self.second_prepared.wait(), 20)
+            # Returns only if the runner prepares the next batches while this one is being applied.
+            await asyncio.wait_for(self.ahead_prepared.wait(), 20)
         if self.failing_applies:
             self.failing_applies -= 1
             raise RuntimeError("the store is down")
@@ -54,9 +60,10 @@ def applied(processor: Staged) -> list[str]:
     return [v for batch in processor.applied for v in batch]
 
 
-async def test_the_next_batch_is_prepared_while_the_current_one_is_applied(log: Log, topic: str) -> None:
+@pytest.mark.parametrize("ahead", [1, 2])
+async def test_the_next_batches_are_prepared_while_the_current_one_is_applied(log: Log, topic: str, ahead: int) -> None:
     await fill(log, topic)
-    processor = Staged(topic, hold_first_apply=True)
+    processor = Staged(topic, hold_first_apply=True, prepare_ahead=ahead)
     async with ProcessorRunner(log, [processor]):
 
         async def progress() -> tuple[list[str], int]:
@@ -64,19 +71,22 @@ async def test_the_next_batch_is_prepared_while_the_current_one_is_applied(log: 
 
         await eventually(progress, until=lambda p: p == (VALUES, 0))
     assert processor.applied[0] == ["m0", "m1"]  # batches keep their size and order
-    assert processor.prepared[:2] == [["m0", "m1"], ["m2", "m3"]]
+    assert processor.prepared[: 1 + ahead] == [["m0", "m1"], ["m2", "m3"], ["m4", "m5"]][: 1 + ahead]
 
 
-async def test_a_failed_apply_retries_it_and_the_batch_prepared_ahead(log: Log, topic: str) -> None:
+@pytest.mark.parametrize("ahead", [1, 2])
+async def test_a_failed_apply_retries_it_and_the_batches_prepared_ahead(log: Log, topic: str, ahead: int) -> None:
     await fill(log, topic)
-    processor = Staged(topic, hold_first_apply=True, failing_applies=1)
+    processor = Staged(topic, hold_first_apply=True, failing_applies=1, prepare_ahead=ahead)
     async with ProcessorRunner(log, [processor]):
 
         async def progress() -> tuple[list[str], int]:
             return applied(processor), await log.lag(topic, "g")
 
         await eventually(progress, until=lambda p: p == (VALUES, 0))
-    assert processor.prepared.count(["m2", "m3"]) >= 2  # prepared ahead, dropped, prepared again
+    assert processor.applied == [["m0", "m1"], ["m2", "m3"], ["m4", "m5"]]  # once each, in order
+    for batch in (["m2", "m3"], ["m4", "m5"])[:ahead]:
+        assert processor.prepared.count(batch) >= 2  # prepared ahead, dropped, prepared again
 
 
 async def test_handle_runs_both_stages(log: Log, topic: str) -> None:

@@ -63,15 +63,22 @@ def _read_json(path: Path) -> dict[str, Any]:
 class OnnxProvider(EmbeddingProvider):
     """all-MiniLM-L6-v2 (384 dims) on CPU through onnxruntime.
 
-    Inference runs on one dedicated thread (onnxruntime releases the GIL), so the event loop stays free;
-    calls are serialised on that thread. Within a call, texts are sorted by token length and cut into
-    forward passes of at most ``max_batch`` by ``plan_passes`` (each pass pads to its longest text);
-    results come back in input order.
+    Inference runs on ``threads`` worker threads of its own (onnxruntime releases the GIL), so the event
+    loop stays free. Within a call, texts are sorted by token length and cut into forward passes by
+    ``plan_passes`` (each pass pads to its longest text, at most ``max_batch`` texts, at least one pass
+    per worker when there are texts enough); each pass runs single-threaded on one worker, and the
+    workers take passes from every call in flight in order. Results come back in input order.
+
+    Why passes in parallel rather than onnxruntime's intra-op threads: a pass split across two threads
+    ends when its slower half does, so whenever the event loop takes one core the other thread waits
+    for it; and on tweet-sized passes the split's synchronisation costs more than it saves. Two
+    single-threaded passes side by side embed ~1.4x the texts a second of one two-threaded pass
+    (``bench/embed.py --passes``).
 
     Args:
         variant: ``"int8"`` (shipped, ``local:minilm``) or ``"fp32"`` (exact, ``local:minilm-fp32``;
             build it with ``make model-fp32``).
-        threads: onnxruntime intra-op threads.
+        threads: forward passes run in parallel, one thread each.
         max_tokens: texts are truncated to this many tokens.
         models_dir: where the fp32 model is looked for.
         assets_dir: where the int8 model, tokenizer and manifest are (the package's ``assets/``).
@@ -117,7 +124,10 @@ class OnnxProvider(EmbeddingProvider):
     async def open(self) -> None:
         """Verify the artifacts' sha256 and load tokenizer and session (off the event loop)."""
         self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="shoal-onnx", initializer=_lower_priority, initargs=(self.nice,)
+            max_workers=self.threads,
+            thread_name_prefix="shoal-onnx",
+            initializer=_lower_priority,
+            initargs=(self.nice,),
         )
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
@@ -129,7 +139,7 @@ class OnnxProvider(EmbeddingProvider):
     async def close(self) -> None:
         if self._executor is not None:
             executor, self._executor = self._executor, None
-            # Waits for an in-flight forward pass; run off the loop so the loop keeps serving.
+            # Waits for the forward passes in flight; run off the loop so the loop keeps serving.
             await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
         self._session = None
         self._tokenizer = None
@@ -171,7 +181,8 @@ class OnnxProvider(EmbeddingProvider):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
+        # One thread a pass; passes run side by side on the provider's workers (see the class docstring).
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -183,30 +194,31 @@ class OnnxProvider(EmbeddingProvider):
         return options
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
-        if self._executor is None or self._session is None:
+        executor = self._executor
+        if executor is None or self._session is None:
             raise EmbeddingError(f"{self.model_id} is not open")
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
-        batch = list(texts)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._embed_sync, batch)
+        loop = asyncio.get_running_loop()
+        encodings = await loop.run_in_executor(executor, self._tokenizer.encode_batch, list(texts))
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        chunks = [order[a:b] for a, b in self.passes([len(encodings[i].ids) for i in order])]
+        vectors = await asyncio.gather(
+            *(loop.run_in_executor(executor, self._forward, [encodings[i] for i in chunk]) for chunk in chunks)
+        )
+        out = np.empty((len(encodings), self.dim), dtype=np.float32)
+        for chunk, rows in zip(chunks, vectors, strict=True):
+            out[chunk] = rows
+        return out
 
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
         if self._tokenizer is None:
             return super().token_lengths(texts)
         return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts))]
 
-    def _embed_sync(self, texts: list[str]) -> Vectors:
-        encodings = self._tokenizer.encode_batch(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start, stop in self.passes([len(encodings[i].ids) for i in order]):
-            chunk = order[start:stop]
-            out[chunk] = self._forward([encodings[i] for i in chunk])
-        return out
-
     def passes(self, lengths: Sequence[int]) -> list[tuple[int, int]]:
         """How texts of these sorted token counts are cut into forward passes (``plan_passes``)."""
-        return plan_passes(lengths, self.max_batch)
+        return plan_passes(lengths, self.max_batch, min_passes=self.threads)
 
     def _forward(self, encodings: list[Any]) -> Vectors:
         width = max(len(e.ids) for e in encodings)
@@ -227,19 +239,22 @@ class OnnxProvider(EmbeddingProvider):
 
 
 # The cost of one forward pass of n texts padded to L tokens, in units of one padded token:
-# PASS_OVERHEAD + n * L * (1 + ATTENTION * L). Fitted on MiniLM int8, two threads, by
-# `bench/embed.py --passes`: ~2 ms a pass, ~40 us a token, the attention's L^2 a few % at tweet lengths.
-PASS_OVERHEAD = 48.0
-ATTENTION = 0.001
+# PASS_OVERHEAD + n * L * (1 + ATTENTION * L). Fitted on MiniLM int8, one thread, by
+# `bench/embed.py --passes` (runs vary: 8-25 tokens a pass, ~60 us a token); the attention's L^2 is a
+# few % at tweet lengths. The plan is not sensitive to either within that range.
+PASS_OVERHEAD = 16.0
+ATTENTION = 0.0015
 
 
-def plan_passes(lengths: Sequence[int], max_batch: int) -> list[tuple[int, int]]:
+def plan_passes(lengths: Sequence[int], max_batch: int, min_passes: int = 1) -> list[tuple[int, int]]:
     """Cut texts sorted by token count into forward passes, as ``(start, stop)`` slices, at least cost.
 
     Every text in a pass is padded to the pass's longest, so one long tweet in a pass of short ones
     makes them all long: a random batch of 32 tweets costs ~2x its sorted passes. Fewer passes pay the
     per-pass overhead less often; this picks the cut with the least estimated cost (dynamic programming
-    over the sorted lengths, each pass at most ``max_batch``).
+    over the sorted lengths, each pass at most ``max_batch``). Then, while there are fewer than
+    ``min_passes`` passes (workers that would sit idle), the costliest pass of two texts or more is
+    halved, so a lone call keeps every worker busy.
     """
     n = len(lengths)
     best = [0.0] + [float("inf")] * n
@@ -256,7 +271,15 @@ def plan_passes(lengths: Sequence[int], max_batch: int) -> list[tuple[int, int]]
     while stop > 0:
         passes.append((cut[stop], stop))
         stop = cut[stop]
-    return passes[::-1]
+    passes.reverse()
+    while passes and len(passes) < min_passes:
+        start, stop = max(passes, key=lambda p: (p[1] - p[0]) * lengths[p[1] - 1] if p[1] - p[0] > 1 else -1)
+        if stop - start < 2:
+            break  # one text a pass already
+        middle = (start + stop) // 2
+        at = passes.index((start, stop))
+        passes[at : at + 1] = [(start, middle), (middle, stop)]
+    return passes
 
 
 def _lower_priority(nice: int) -> None:

@@ -72,11 +72,13 @@ class _Plan:
 
 
 class IndexProcessor(StagedProcessor[list[_Plan]]):
-    """Embeds in ``prepare`` and writes in ``apply``, so the runner embeds the next batch while this
+    """Embeds in ``prepare`` and writes in ``apply``, so the runner embeds the next batches while this
     one is written and committed."""
 
     topic = RECORDS_TOPIC
     group = "indexer"
+    # Two: when one batch's vectors come back, the next one's texts are already queued at the model.
+    prepare_ahead = 2
 
     def __init__(
         self,

@@ -4,8 +4,9 @@ A processor handles one batch of messages at a time; the runner commits the batc
 after ``handle`` returns, so a crash replays the uncommitted tail and ``handle`` must be idempotent.
 
 A ``StagedProcessor`` splits a batch into ``prepare`` (no writes: decode, embed) and ``apply`` (the
-writes). The runner prepares the next batch while the current one is applied and committed, so its
-slow stage (the embedder) does not sit idle while the stores and the log write.
+writes). The runner prepares the next batches (``prepare_ahead`` of them) while the current one is
+applied and committed, so its slow stage (the embedder) does not sit idle while the stores and the
+log write, nor between one batch and the next.
 
 With ``min_batch_size`` set, how many messages a poll asks for follows the backlog (``BatchSize``):
 ``min_batch_size`` while the processor keeps up, so each batch's writes are short and requests on
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import collections
 import contextlib
 from collections.abc import Sequence
 from types import TracebackType
@@ -51,8 +53,13 @@ class Processor(abc.ABC):
 
 
 class StagedProcessor(Processor, Generic[P]):
-    """A processor in two stages, so the runner can overlap one batch's ``prepare`` with the previous
-    batch's ``apply`` and commit. Batches are still applied and committed one at a time, in order."""
+    """A processor in two stages, so the runner can overlap the next batches' ``prepare`` with the
+    current batch's ``apply`` and commit. Batches are still applied and committed one at a time, in order."""
+
+    prepare_ahead: int = 1
+    """Batches prepared beyond the one being applied, when the log holds them. With one, the preparing
+    stage idles from the moment its batch is ready until the next one is polled and started; with
+    two, the next is already queued behind it."""
 
     @abc.abstractmethod
     async def prepare(self, messages: Sequence[Message]) -> P:
@@ -102,6 +109,14 @@ class _Batch(Generic[P]):
         """Stop preparing (or drop what was prepared); the messages stay uncommitted."""
         self.prepared.cancel()
         await asyncio.gather(self.prepared, return_exceptions=True)
+
+
+async def _discard(batches: collections.deque[_Batch[Any]]) -> list[Message]:
+    """Stop preparing every batch in ``batches`` and empty it; their messages, in order."""
+    messages = [m for batch in batches for m in batch.messages]
+    while batches:
+        await batches.popleft().discard()
+    return messages
 
 
 class ProcessorRunner:
@@ -159,44 +174,42 @@ class ProcessorRunner:
             await consumer.commit(batch)
 
     async def _run_staged(self, processor: StagedProcessor[Any], consumer: Consumer) -> None:
-        current: _Batch[Any] | None = None
+        batches: collections.deque[_Batch[Any]] = collections.deque()
         size = _batch_size(processor)
         try:
             while not self._stopping.is_set():
-                if current is None:
+                if not batches:
                     messages = await consumer.poll(size.value)
                     if not messages:
                         continue
                     size.update(len(messages))
-                    current = _Batch(processor, messages)
+                    batches.append(_Batch(processor, messages))
+                current = batches[0]
                 try:
                     prepared = await current.prepared
                 except Exception:
-                    await self._failed(processor, consumer, current.messages)
-                    current = None
+                    await self._failed(processor, consumer, await _discard(batches))
                     continue
-                # What arrived while this batch was prepared is the next batch: poll it without
-                # waiting (a poll is never cancelled half-read) and start preparing it now.
-                ahead = await consumer.poll(size.value, timeout=0)
-                size.update(len(ahead))
-                following = _Batch(processor, ahead) if ahead else None
+                # What arrived while this batch was prepared forms the next batches: poll them without
+                # waiting (a poll is never cancelled half-read) and start preparing them now.
+                while len(batches) <= processor.prepare_ahead:
+                    ahead = await consumer.poll(size.value, timeout=0)
+                    size.update(len(ahead))
+                    if not ahead:
+                        break
+                    batches.append(_Batch(processor, ahead))
                 try:
                     await processor.apply(prepared)
                 except Exception:
-                    failed = current.messages
-                    if following is not None:
-                        await following.discard()
-                        failed = [*failed, *following.messages]
-                    await self._failed(processor, consumer, failed)
-                    current = None
+                    # The batches prepared ahead are dropped and retried with it, in order.
+                    await self._failed(processor, consumer, await _discard(batches))
                     continue
                 await consumer.commit(current.messages)
-                current = following
+                batches.popleft()
         finally:
-            # Stopping: a batch prepared ahead is not applied; uncommitted, it is replayed on the
+            # Stopping: batches prepared ahead are not applied; uncommitted, they are replayed on the
             # next start.
-            if current is not None:
-                await current.discard()
+            await _discard(batches)
 
     async def _failed(self, processor: Processor, consumer: Consumer, batch: Sequence[Message]) -> None:
         # A transient failure (a backend down): keep the batch uncommitted and retry it after a

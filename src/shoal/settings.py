@@ -68,7 +68,9 @@ class Settings(BaseSettings):
         0.0, ge=0, description="how long an idle engine waits for company; batches form while it is busy"
     )
     embed_queue_size: int = Field(20_000, ge=1)
-    embed_threads: int = Field(2, ge=1)
+    embed_threads: int = Field(
+        2, ge=1, description="forward passes of the local model run side by side, one thread each"
+    )
     embed_nice: int = Field(
         5, ge=0, le=19, description="niceness of the local model's threads: the API wins the CPU under load"
     )

@@ -73,7 +73,7 @@ class OnnxProvider(EmbeddingProvider):
     ends when its slower half does, so whenever the event loop takes one core the other thread waits
     for it; and on tweet-sized passes the split's synchronisation costs more than it saves. Two
     single-threaded passes side by side embed ~1.4x the texts a second of one two-threaded pass
-    (``bench/embed.py --passes``).
+    (``bench/embed.py --passes``, docs/embedding.md).
 
     Args:
         variant: ``"int8"`` (shipped, ``local:minilm``) or ``"fp32"`` (exact, ``local:minilm-fp32``;
@@ -240,7 +240,7 @@ class OnnxProvider(EmbeddingProvider):
 
 # The cost of one forward pass of n texts padded to L tokens, in units of one padded token:
 # PASS_OVERHEAD + n * L * (1 + ATTENTION * L). Fitted on MiniLM int8, one thread, by
-# `bench/embed.py --passes` (runs vary: 8-25 tokens a pass, ~60 us a token); the attention's L^2 is a
+# `bench/embed.py --passes` (runs vary: 8-30 tokens a pass, 52-66 us a token); the attention's L^2 is a
 # few % at tweet lengths. The plan is not sensitive to either within that range.
 PASS_OVERHEAD = 16.0
 ATTENTION = 0.0015

@@ -98,6 +98,7 @@ def test_the_server_logs_each_request_with_its_request_id(tmp_path: Path) -> Non
         assert r.headers["x-request-id"] == "trace-7"
         generated = httpx.get(f"{server.url}/v1/collections").headers["x-request-id"]
         assert len(generated) == 32 and generated != "trace-7"
+        assert "shoal_log_lines_dropped_total 0.0" in httpx.get(f"{server.url}/metrics").text
         # uvicorn drains, then dies of the SIGTERM it caught; the log writer empties its queue first.
         assert server.terminate() == -signal.SIGTERM
     lines = [json.loads(line) for line in server.log_path.read_text().splitlines() if line.startswith("{")]

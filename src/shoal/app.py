@@ -185,7 +185,9 @@ def create_app(settings: Settings | None = None, features: Sequence[Feature] | N
     if not any(isinstance(f, CoreFeature) for f in features):
         features.insert(0, CoreFeature())
     metrics = Metrics()
-    metrics.log_lines_dropped.set_function(dropped_log_lines)
+    metrics.count_from(
+        "shoal_log_lines_dropped", "Log lines dropped: the log writer was a queue behind", dropped_log_lines
+    )
     serves_api = settings.role in ("all", "api")
     runs_workers = settings.role in ("all", "worker")
 

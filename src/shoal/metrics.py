@@ -6,9 +6,11 @@ at scrape time by ``refresh`` callbacks, so nothing polls in the background.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 Refresher = Callable[[], Awaitable[None]]
 
@@ -66,10 +68,11 @@ class Metrics:
             "Points written and not yet optimised (a running optimisation's included until it ends)",
             registry=registry,
         )
-        self.log_lines_dropped = Gauge(
-            "shoal_log_lines_dropped", "Log lines dropped because the log writer fell behind", registry=registry
-        )
         self._refreshers: list[Refresher] = []
+
+    def count_from(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """A counter (``<name>_total``) whose value something else keeps; ``read`` at each scrape."""
+        self.registry.register(_ReadCounter(name, documentation, read))
 
     def on_scrape(self, refresher: Refresher) -> None:
         """Run ``refresher`` before each scrape to update state gauges."""
@@ -79,3 +82,11 @@ class Metrics:
         for refresh in self._refreshers:
             await refresh()
         return generate_latest(self.registry)
+
+
+class _ReadCounter(Collector):
+    def __init__(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        self.name, self.documentation, self.read = name, documentation, read
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, value=self.read())

@@ -56,7 +56,7 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: IO[str] | 
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             # Records from stdlib loggers (uvicorn, libraries): their context was captured when queued.
-            foreign_pre_chain=[_queued_context, structlog.stdlib.add_log_level, _record_time],
+            foreign_pre_chain=[_queued_context, structlog.stdlib.add_log_level, _from_record],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
@@ -83,7 +83,7 @@ LOG_QUEUE_SIZE = 10_000
 def stop_logging() -> None:
     """Write what is queued and stop the log writer (at exit, or before logging is configured again)."""
     root = logging.getLogger()
-    for handler in root.handlers:
+    for handler in list(root.handlers):
         if isinstance(handler, _QueuedHandler):
             root.removeHandler(handler)
             handler.listener.stop()
@@ -139,11 +139,13 @@ def dropped_log_lines() -> int:
 
 
 def _queued_context(logger: Any, name: str, event: EventDict) -> EventDict:
+    """The contextvars (request id...) a stdlib record was logged under, captured when it was queued."""
     record = event.get("_record")
     return {**getattr(record, "shoal_context", {}), **event}
 
 
-def _record_time(logger: Any, name: str, event: EventDict) -> EventDict:
+def _from_record(logger: Any, name: str, event: EventDict) -> EventDict:
+    """A stdlib record's own time (not the writer's) and its traceback, rendered when it was queued."""
     record = event.get("_record")
     if record is not None:
         event["timestamp"] = datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z")

@@ -3,8 +3,9 @@ same run; int8 quality against the fp32 ONNX model; single-text latency; idle CP
 
     .venv/bin/python bench/embed.py [--texts 2000] [--threads 2] [--passes]
 
-``--passes`` runs only the forward-pass figures (planned against fixed passes on stream-shaped calls,
-and the pass cost fit) into ``bench/results/embed_passes.json``, without the torch baseline.
+``--passes`` runs only the forward-pass figures (the provider against its earlier forms on
+stream-shaped calls, and the pass cost fit) into ``bench/results/embed_passes.json``, without the torch
+baseline.
 
 The sentence-transformers baseline needs torch, which Shoal's runtime never installs: it runs in a
 subprocess on the build venv (``.venv-build``, see ``scripts/export_model.py``; add
@@ -320,6 +321,11 @@ def report(results: dict[str, Any]) -> None:
         f"p50 <= {TARGETS['single_p50_ms']:.0f} ms",
     )
     table.add_row("idle CPU after load", f"{lat['idle_cpu_percent']:.1f} %")
+    _pass_rows(table, results)
+    Console().print(table)
+
+
+def _pass_rows(table: Any, results: dict[str, Any]) -> None:
     for corpus, sizes in results["stream_calls"].items():
         for size, row in sizes.items():
             table.add_row(
@@ -333,7 +339,6 @@ def report(results: dict[str, Any]) -> None:
         f"{cost['pass_ms']:.2f} ms / {cost['token_us']:.1f} us",
         f"{cost['overhead_tokens']:.0f} tokens, attn {cost['attention']:.4f}",
     )
-    Console().print(table)
 
 
 def main() -> None:
@@ -353,7 +358,14 @@ def main() -> None:
             "pass_cost": _pass_cost(),
         }
         (RESULTS.parent / "embed_passes.json").write_text(json.dumps(passes, indent=2) + "\n")
-        print(json.dumps(passes, indent=2))
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"Forward passes, {args.threads} workers (load {passes['load_average_at_start']:.1f})")
+        for column in ("measure", "value", "vs before"):
+            table.add_column(column)
+        _pass_rows(table, passes)
+        Console().print(table)
         return
     results = asyncio.run(run(args.texts, args.threads))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

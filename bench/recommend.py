@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import numpy as np
 import orjson
+import uvloop
 from rich.console import Console
 from rich.table import Table
 from websockets.asyncio.client import ClientConnection, connect
@@ -193,7 +194,8 @@ class Load:
 
 def load_main(url: str, tag: str, rate: float, seconds: float, n_users: int, limit: int | None) -> None:
     users = [f"user{n}" for n in range(n_users)]
-    result = asyncio.run(Load(url, tag, users, catalog_ids(limit)).run(rate, seconds))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        result = runner.run(Load(url, tag, users, catalog_ids(limit)).run(rate, seconds))
     print(json.dumps(result), flush=True)
 
 
@@ -319,6 +321,8 @@ if __name__ == "__main__":
     if args.load:
         load_main(args.load[0], args.load[1], args.rate, args.seconds, args.users, args.catalog_limit)
     else:
-        figures = asyncio.run(main(args.rate, args.seconds, args.users, args.catalog_limit))
+        # on uvloop, as `shoal serve` runs (uvicorn's loop "auto")
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            figures = runner.run(main(args.rate, args.seconds, args.users, args.catalog_limit))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(figures, indent=2) + "\n")

@@ -50,6 +50,8 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: IO[str] | 
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
+        # below the level a call returns at once, before the processors (the time stamp, the context)
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(stream or sys.stderr)

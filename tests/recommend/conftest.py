@@ -80,9 +80,12 @@ async def rec_app(
         yield client, app
 
 
-@pytest.fixture
-async def app_client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async with rec_app(tmp_path / "data") as (client, _):
+@pytest.fixture(params=["matrix", "vector-store"])
+async def app_client(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """Both ways of building lists: the catalog held in memory (the default for a small catalog)
+    and searched through the vector store (``exact_max_items=0``, as a large catalog is)."""
+    settings = rec_settings() if request.param == "matrix" else rec_settings(exact_max_items=0)
+    async with rec_app(tmp_path / "data", settings) as (client, _):
         yield client
 
 

@@ -27,6 +27,7 @@ from shoal.collections import Target, targets
 from shoal.embedding.base import Vectors
 from shoal.embedding.engine import EmbeddingEngine
 from shoal.errors import ConfigurationError, EmbeddingError, InvalidInput
+from shoal.ingest import INDEXED_CHANNEL
 from shoal.pipeline.indexer import embed_patiently, vector_payload, write_lock
 from shoal.records import Collection, Record, Status
 from shoal.services import Services
@@ -403,6 +404,11 @@ class Backfill:
             # fewer only if another process wrote one of them since the check (its version wins)
             report.succeeded += len(stamped)
             report.skipped += len(written) - len(stamped)
+        if written:
+            # as the indexer does: waiters, pushes and in-memory catalogs learn of the new vectors
+            await self._s.bus.publish(
+                INDEXED_CHANNEL, {"collection": self.collection, "ids": [r.id for r in written], "failed": {}}
+            )
 
     async def _mark_failed(self, plan: _Plan, records: list[Record], error: str, report: BackfillReport) -> None:
         report.failed += len(records)

@@ -13,7 +13,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from shoal.insights.clusters import Assignment, OnlineClusterer, one_blas_thread
+from shoal.blas import one_blas_thread
+from shoal.insights.clusters import Assignment, OnlineClusterer
 from shoal.insights.sentiment import Label, Sentiment, SentimentAnalyzer
 
 

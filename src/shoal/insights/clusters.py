@@ -22,19 +22,18 @@ document frequencies. It round-trips through ``insight_clusters`` rows so it sur
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from itertools import chain
 
 import numpy as np
 import numpy.typing as npt
-from threadpoolctl import ThreadpoolController
+
+from shoal.blas import one_blas_thread
 
 Vector = npt.NDArray[np.float32]
 
@@ -53,20 +52,6 @@ _STOPWORDS_TEXT = """a about above after again against all am an and any are are
 STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 TOP_TERMS = 8
 """Distinctive terms kept per cluster (``top_terms``); the label is made of the first two."""
-
-
-@functools.cache
-def _blas() -> ThreadpoolController:
-    return ThreadpoolController()
-
-
-def one_blas_thread() -> AbstractContextManager[object]:
-    """BLAS limited to one thread while in the block. The analyzer's products are too small to gain
-    from more, and OpenBLAS's workers spin while they wait: on two shared cores they burned more CPU
-    than the product itself (2-3× the analyzer's CPU time per conversation) and stalled under load.
-    OpenBLAS has one process-wide setting, so other threads' products in the block run on one thread too."""
-    limiter: AbstractContextManager[object] = _blas().limit(limits=1, user_api="blas")
-    return limiter
 
 
 def terms_of(text: str) -> list[str]:

@@ -160,6 +160,9 @@ class IndexProcessor(StagedProcessor[list[_Plan]]):
             await self._s.records.delete(collection.name, plan.deletes)
             for vector_name in self._targets(self._s.collections.cached(collection.name) or collection):
                 await self._s.vectors.delete(vector_name, plan.deletes)
+            await self._s.bus.publish(
+                INDEXED_CHANNEL, {"collection": collection.name, "ids": [], "deleted": list(plan.deletes), "failed": {}}
+            )
         if not records:
             return
         if plan.error is not None:

@@ -11,6 +11,7 @@ from shoal.feature import Feature
 from shoal.pipeline.processor import Processor
 from shoal.recommend import routes
 from shoal.recommend.feature_state import NAME, RecommendState, state_of
+from shoal.recommend.matrix import ItemMatrix
 from shoal.recommend.processor import ProfileProcessor, RecommendMetrics
 from shoal.recommend.service import Recommender
 from shoal.recommend.settings import RecommendSettings
@@ -35,8 +36,10 @@ class RecommendFeature(Feature):
         )
         # idempotency has a horizon: ids older than the retention are forgotten at start-up
         await store.forget_applied(settings.dedup_retention_s)
+        matrix = await stack.enter_async_context(ItemMatrix(services, settings.collection, settings.exact_max_items))
         metrics = RecommendMetrics.create(services.metrics.registry)
-        services.extras[self.name] = RecommendState(settings, store, Recommender(services, settings, store), metrics)
+        recommender = Recommender(services, settings, store, matrix)
+        services.extras[self.name] = RecommendState(settings, store, recommender, metrics)
 
     def processors(self, services: Services) -> Sequence[Processor]:
         state = state_of(services)

@@ -142,8 +142,13 @@ class ProfileProcessor(Processor):
         name = await self.recommender.vector_name()
         if name is None:
             return {}
-        points = await self.services.vectors.retrieve(name, sorted(ids), with_vectors=True)
-        return {p.id: np.asarray(p.vector, dtype=np.float64) for p in points if p.vector is not None}
+        matrix = self.recommender.matrix
+        found = matrix.vectors(ids) if matrix is not None and await matrix.ready() else {}
+        missing = sorted(ids - found.keys())  # all of them, or items written since the matrix learnt of them
+        if missing:
+            points = await self.services.vectors.retrieve(name, missing, with_vectors=True)
+            found.update({p.id: np.asarray(p.vector, dtype=np.float64) for p in points if p.vector is not None})
+        return found
 
     async def _publish(self, recs: Sequence[RecList], applied: dict[str, list[str]]) -> None:
         """Store the new lists and publish each with ``changed`` (the WebSocket pushes only changes)

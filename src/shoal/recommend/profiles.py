@@ -53,15 +53,20 @@ class Profile:
             self.recent.append(item_id)
             del self.recent[:-recent_size]
 
-    def query(self) -> list[float] | None:
-        """The unit taste direction to search with, or ``None`` when there is no taste yet."""
+    def direction(self) -> Vector | None:
+        """The unit taste direction, or ``None`` when there is no taste yet."""
         if self.vector is None:
             return None
         norm = float(np.linalg.norm(self.vector))
         if not np.isfinite(norm) or norm < 1e-12:
             return None
-        unit: list[float] = (self.vector / norm).tolist()
+        unit: Vector = self.vector / norm
         return unit
+
+    def query(self) -> list[float] | None:
+        """The unit taste direction to search with, or ``None`` when there is no taste yet."""
+        unit = self.direction()
+        return None if unit is None else unit.tolist()
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -70,7 +75,7 @@ class Profile:
             "counters": dict(self.counters),
             "seen": len(self.seen),
             "recent": list(self.recent),
-            "has_taste": self.query() is not None,
+            "has_taste": self.direction() is not None,
             "updated_at": self.updated_at.isoformat(),
         }
 

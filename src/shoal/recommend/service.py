@@ -22,6 +22,7 @@ import structlog
 
 from shoal.errors import CollectionNotFound
 from shoal.filters import Filter, HasId, combine
+from shoal.recommend.matrix import ItemMatrix, title_of
 from shoal.recommend.profiles import Profile, Vector
 from shoal.recommend.settings import RecommendSettings
 from shoal.recommend.store import ProfileStore
@@ -48,11 +49,6 @@ TITLE_KEYS = ("title", "_text")
 """The payload keys ``title_of`` reads: all a list's hit needs (``payload_keys`` of its searches)."""
 
 
-def title_of(payload: dict[str, Any]) -> str:
-    title = payload.get("title") or payload.get("_text") or ""
-    return str(title)[:300]
-
-
 def _items(hits: Sequence[Hit]) -> list[dict[str, Any]]:
     return [{"item_id": h.id, "title": title_of(h.payload), "score": round(float(h.score), 6)} for h in hits]
 
@@ -61,6 +57,13 @@ def _unit(vector: Sequence[float]) -> Vector:
     array = np.asarray(vector, dtype=np.float64)
     norm = float(np.linalg.norm(array))
     return array / norm if norm > 0 else array
+
+
+def boosts(popular: RecList, blend: float) -> dict[str, float]:
+    """Each trending item's boost: ``blend × its score / the top score``."""
+    scores = {str(i["item_id"]): float(i["score"]) for i in popular["items"]}
+    top = max(scores.values(), default=0.0) or 1.0
+    return {i: blend * s / top for i, s in scores.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,17 +82,15 @@ class _Trending:
 
     @classmethod
     def of(cls, popular: RecList, vectors: Mapping[str, Vector], blend: float) -> _Trending:
-        scores = {str(i["item_id"]): float(i["score"]) for i in popular["items"]}
-        top = max(scores.values(), default=0.0) or 1.0
-        boost = {i: blend * s / top for i, s in scores.items()}
+        boost = boosts(popular, blend)
         rows = [i for i in popular["items"] if i["item_id"] in vectors]
         ids = [str(i["item_id"]) for i in rows]
         dim = len(next(iter(vectors.values()))) if vectors else 0
         matrix = np.stack([vectors[i] for i in ids]) if ids else np.zeros((0, dim))
-        boosts = np.array([boost[i] for i in ids], dtype=np.float64)
-        return cls(ids, [str(i["title"]) for i in rows], matrix, boosts, boost)
+        values = np.array([boost[i] for i in ids], dtype=np.float64)
+        return cls(ids, [str(i["title"]) for i in rows], matrix, values, boost)
 
-    def blend(self, query: list[float], profile: Profile, hits: Sequence[Hit], limit: int) -> list[dict[str, Any]]:
+    def blend(self, query: Vector, profile: Profile, hits: Sequence[Hit], limit: int) -> list[dict[str, Any]]:
         """The best ``limit`` of the taste candidates (``hits``, none seen) and the trending items
         the user has not seen, scored by cosine similarity to the taste plus their boost."""
         ids = [h.id for h in hits]
@@ -97,7 +98,7 @@ class _Trending:
         scores = [h.score + self.boost.get(h.id, 0.0) for h in hits]
         if self.ids:
             known = set(ids)
-            totals = self.matrix @ np.asarray(query, dtype=np.float64) + self.boosts
+            totals = self.matrix @ query + self.boosts
             taken = 0
             # best first (ties in trending order); more than ``limit`` of them can never be used
             for k in np.argsort(-totals, kind="stable").tolist():
@@ -116,10 +117,14 @@ class _Trending:
 class Recommender:
     """Builds, stores and reads lists. Shared by the profiler (writes) and the routes (reads)."""
 
-    def __init__(self, services: Services, settings: RecommendSettings, store: ProfileStore) -> None:
+    def __init__(
+        self, services: Services, settings: RecommendSettings, store: ProfileStore, matrix: ItemMatrix | None = None
+    ) -> None:
         self.services = services
         self.settings = settings
         self.store = store
+        self.matrix = matrix
+        """The catalog in memory (exact lists, no vector query a user); ``None``: the vector store."""
         self._popular_at = 0.0
         # keyed by (vector collection, the trending list's updated_at): the unit vectors fetched by
         # the last refresh, and the blend candidates built last
@@ -140,43 +145,68 @@ class Recommender:
 
     async def compute_many(self, profiles: Sequence[Profile]) -> list[RecList]:
         """The lists of several users (a profiler batch). What they share — the catalog's vector
-        collection, the trending list and its items' vectors — is looked up once, and the nearest
-        items of every user with a taste come from one batched vector query (``search_many``: on
-        Edge one call for up to 32 users, instead of a thread hop and a planned search each)."""
+        collection and the trending list — is looked up once. The nearest items of every user with a
+        taste come from one matrix product over the catalog when it is held in memory
+        (``ItemMatrix``: exact), else from one batched vector query (``search_many``)."""
         name = await self.vector_name()
         popular = await self.popular()
-        trending = None
-        if name is not None and self.settings.popularity_blend > 0:
-            trending = await self._candidates(name, popular)
         n = self.settings.list_size
-        queries = {p.user_id: q for p in profiles if (q := p.query()) is not None} if name is not None else {}
-        found: dict[str, list[Hit]] = {}
-        if name is not None and queries:
-            users = [p for p in profiles if p.user_id in queries]
-            requests = [
-                SearchRequest(
-                    queries[p.user_id],
-                    limit=n,
-                    exclude_ids=list(p.seen),
-                    # excluding many ids needs a wider beam, or recall drops (DESIGN.md)
-                    ef=min(self.settings.max_ef, max(128, n + len(p.seen))),
-                    payload_keys=TITLE_KEYS,
-                )
-                for p in users
-            ]
-            results = await self.services.vectors.search_many(name, requests)
-            found = {p.user_id: hits for p, hits in zip(users, results, strict=True)}
+        queries = {p.user_id: q for p in profiles if (q := p.direction()) is not None} if name is not None else {}
+        users = [p for p in profiles if p.user_id in queries]
+        found: dict[str, list[dict[str, Any]]] = {}
+        if users:
+            assert name is not None
+            exact = await self._exact(users, queries, popular)
+            found = exact if exact is not None else await self._searched(name, users, queries, popular)
         lists = []
         for profile in profiles:
-            query = queries.get(profile.user_id)
-            if query is None:
+            items = found.get(profile.user_id)
+            if items is None:
                 items = [i for i in popular["items"] if i["item_id"] not in profile.seen][:n]
                 lists.append(self._wrap(profile.user_id, items, "popular"))
-                continue
-            hits = [h for h in found[profile.user_id] if h.id not in profile.seen]
-            items = trending.blend(query, profile, hits, n) if trending is not None else _items(hits)
-            lists.append(self._wrap(profile.user_id, items[:n], "realtime"))
+            else:
+                lists.append(self._wrap(profile.user_id, items[:n], "realtime"))
         return lists
+
+    async def _exact(
+        self, users: Sequence[Profile], queries: Mapping[str, Vector], popular: RecList
+    ) -> dict[str, list[dict[str, Any]]] | None:
+        """Every item scored against each taste (cosine + trending boost), best unseen first."""
+        if self.matrix is None or not await self.matrix.ready():
+            return None
+        blend = self.settings.popularity_blend
+        best = await self.matrix.best(
+            np.stack([queries[p.user_id] for p in users]),
+            [p.seen for p in users],
+            boosts(popular, blend) if blend > 0 else {},
+            self.settings.list_size,
+        )
+        return None if best is None else {p.user_id: items for p, items in zip(users, best, strict=True)}
+
+    async def _searched(
+        self, name: str, users: Sequence[Profile], queries: Mapping[str, Vector], popular: RecList
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The taste's nearest unseen items from the vector store, blended with the trending items."""
+        n = self.settings.list_size
+        trending = await self._candidates(name, popular) if self.settings.popularity_blend > 0 else None
+        requests = [
+            SearchRequest(
+                queries[p.user_id].tolist(),
+                limit=n,
+                exclude_ids=list(p.seen),
+                # excluding many ids needs a wider beam, or recall drops (DESIGN.md)
+                ef=min(self.settings.max_ef, max(128, n + len(p.seen))),
+                payload_keys=TITLE_KEYS,
+            )
+            for p in users
+        ]
+        results = await self.services.vectors.search_many(name, requests)
+        found = {}
+        for profile, hits in zip(users, results, strict=True):
+            unseen = [h for h in hits if h.id not in profile.seen]
+            query = queries[profile.user_id]
+            found[profile.user_id] = trending.blend(query, profile, unseen, n) if trending else _items(unseen)
+        return found
 
     async def _candidates(self, name: str, popular: RecList) -> _Trending:
         """The trending list as blend candidates, built once per trending list (a refresh at most
@@ -222,10 +252,14 @@ class Recommender:
         vectors: dict[str, Vector] = {}
         name = await self.vector_name()
         if name is not None and trends:
-            # with their vectors: the blend scores the trending items against each taste
-            points = await self.services.vectors.retrieve(name, [t.item_id for t in trends], with_vectors=True)
-            titles = {p.id: title_of(p.payload) for p in points}
-            vectors = {p.id: _unit(p.vector) for p in points if p.vector is not None}
+            ids = [t.item_id for t in trends]
+            if self.matrix is not None and await self.matrix.ready():
+                titles = self.matrix.titles(ids)  # the matrix scores every item: no vectors needed
+            else:
+                # with their vectors: the blend scores the trending items against each taste
+                points = await self.services.vectors.retrieve(name, ids, with_vectors=True)
+                titles = {p.id: title_of(p.payload) for p in points}
+                vectors = {p.id: _unit(p.vector) for p in points if p.vector is not None}
         hl = self.settings.popular_half_life_s
         items = [
             {"item_id": t.item_id, "title": titles[t.item_id], "score": round(t.score_at(now, hl), 6)}

@@ -28,6 +28,13 @@ class RecommendSettings(BaseSettings):
         description="score += blend * trending score / top trending score; trending items join the "
         "candidates (0: taste only; on MovieLens taste alone loses to popularity, blended it wins)",
     )
+    exact_max_items: int = Field(
+        50_000,
+        ge=0,
+        description="catalogs up to this many items are held in memory and every list is scored exactly against "
+        "every item (float32: 4 bytes x dimension an item, 77 MB at 50k x 384); larger ones are searched through "
+        "the vector store (HNSW, ef raised toward k + seen); 0: always the vector store",
+    )
     max_ef: int = Field(4096, ge=16, description="ceiling of the HNSW beam width raised toward k + seen")
     recent_size: int = Field(50, ge=0, le=1000, description="last applied item ids kept on the profile")
     batch_size: int = Field(256, ge=1, le=10_000, description="events per profiler batch")

@@ -31,6 +31,7 @@ import structlog
 from shoal.blas import one_blas_thread
 from shoal.errors import CollectionNotFound
 from shoal.ingest import INDEXED_CHANNEL
+from shoal.recommend.profiles import unit
 from shoal.records import Status
 from shoal.services import Services
 from shoal.vectors import Point
@@ -68,8 +69,6 @@ class _Rows:
         for point in points:
             if point.vector is None:
                 continue
-            vector = np.asarray(point.vector, dtype=np.float32)
-            norm = float(np.linalg.norm(vector))
             row = self.index.get(point.id)
             if row is None:
                 row = len(self.ids)
@@ -78,7 +77,7 @@ class _Rows:
                 self.ids.append(point.id)
                 self.titles.append("")
                 self.index[point.id] = row
-            self.matrix[row] = vector / norm if norm > 0 else vector
+            self.matrix[row] = unit(point.vector)
             self.titles[row] = title_of(point.payload)
             self.alive[row] = True
 

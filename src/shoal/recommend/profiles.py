@@ -5,6 +5,7 @@ weighted moving average of the items' directions; negative weights (dislike, low
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -78,6 +79,13 @@ class Profile:
             "has_taste": self.direction() is not None,
             "updated_at": self.updated_at.isoformat(),
         }
+
+
+def unit(vector: Sequence[float]) -> Vector:
+    """``vector`` scaled to length 1 (a zero vector as it is)."""
+    array = np.asarray(vector, dtype=np.float64)
+    norm = float(np.linalg.norm(array))
+    return array / norm if norm > 0 else array
 
 
 def vector_to_bytes(vector: Vector | None) -> bytes | None:

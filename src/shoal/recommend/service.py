@@ -23,7 +23,7 @@ import structlog
 from shoal.errors import CollectionNotFound
 from shoal.filters import Filter, HasId, combine
 from shoal.recommend.matrix import ItemMatrix, title_of
-from shoal.recommend.profiles import Profile, Vector
+from shoal.recommend.profiles import Profile, Vector, unit
 from shoal.recommend.settings import RecommendSettings
 from shoal.recommend.store import ProfileStore
 from shoal.services import Services
@@ -51,12 +51,6 @@ TITLE_KEYS = ("title", "_text")
 
 def _items(hits: Sequence[Hit]) -> list[dict[str, Any]]:
     return [{"item_id": h.id, "title": title_of(h.payload), "score": round(float(h.score), 6)} for h in hits]
-
-
-def _unit(vector: Sequence[float]) -> Vector:
-    array = np.asarray(vector, dtype=np.float64)
-    norm = float(np.linalg.norm(array))
-    return array / norm if norm > 0 else array
 
 
 def boosts(popular: RecList, blend: float) -> dict[str, float]:
@@ -220,7 +214,7 @@ class Recommender:
         if missing:
             for point in await self.services.vectors.retrieve(name, missing, with_vectors=True):
                 if point.vector is not None:
-                    vectors[point.id] = _unit(point.vector)
+                    vectors[point.id] = unit(point.vector)
         trending = _Trending.of(popular, vectors, self.settings.popularity_blend)
         self._trending = (key, trending)
         return trending
@@ -259,7 +253,7 @@ class Recommender:
                 # with their vectors: the blend scores the trending items against each taste
                 points = await self.services.vectors.retrieve(name, ids, with_vectors=True)
                 titles = {p.id: title_of(p.payload) for p in points}
-                vectors = {p.id: _unit(p.vector) for p in points if p.vector is not None}
+                vectors = {p.id: unit(p.vector) for p in points if p.vector is not None}
         hl = self.settings.popular_half_life_s
         items = [
             {"item_id": t.item_id, "title": titles[t.item_id], "score": round(t.score_at(now, hl), 6)}

@@ -1,16 +1,18 @@
 """``ProcessorRunner`` with a ``StagedProcessor``: the next batches (``prepare_ahead``) are prepared
 while the current one is applied; batches are applied and committed in order; a failed apply retries
-it and every batch prepared ahead; the batch size follows the backlog."""
+it and every batch prepared ahead; the batch size follows the backlog. With any processor, offsets are
+committed in the background: the next batch is handled while the previous commit is written, and a
+failed commit is covered by the next one."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
-from shoal.log import Log, Message
-from shoal.pipeline.processor import BatchSize, ProcessorRunner, StagedProcessor
+from shoal.log import Consumer, Log, Message
+from shoal.pipeline.processor import BatchSize, Processor, ProcessorRunner, StagedProcessor
 from tests.waiting import eventually
 
 VALUES = [f"m{i}" for i in range(6)]
@@ -56,7 +58,7 @@ async def fill(log: Log, topic: str) -> None:
     await log.append(topic, [("key", v.encode()) for v in VALUES])
 
 
-def applied(processor: Staged) -> list[str]:
+def applied(processor: Staged | Simple) -> list[str]:
     return [v for batch in processor.applied for v in batch]
 
 
@@ -139,3 +141,108 @@ async def test_a_backlog_drains_in_growing_batches_and_a_caught_up_runner_polls_
         await eventually(progress, until=lambda p: p == (124, 0))
         assert len(processor.applied[applied_before]) <= 4
     assert applied(processor) == [*backlog, *(f"s{i}" for i in range(4)), *(f"c{i}" for i in range(20))]
+
+
+class Simple(Processor):
+    """A one-stage processor (the runner's other loop), recording its batches like ``Staged``."""
+
+    group = "g"
+    batch_size = 2
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.applied: list[list[str]] = []
+
+    async def handle(self, messages: Sequence[Message]) -> None:
+        self.applied.append([m.value.decode() for m in messages])
+
+
+class HeldCommits(Consumer):
+    """A real consumer whose commits wait for ``opened`` (or fail while ``failing`` is positive)."""
+
+    def __init__(self, inner: Consumer, opened: asyncio.Event, failing: int) -> None:
+        self.topic = inner.topic
+        self.group = inner.group
+        self.inner = inner
+        self.opened = opened
+        self.failing = failing
+        self.commits = 0
+
+    async def poll(self, max_records: int, timeout: float | None = None) -> list[Message]:
+        return await self.inner.poll(max_records, timeout)
+
+    async def commit(self, messages: Sequence[Message]) -> None:
+        await self.opened.wait()
+        if self.failing:
+            self.failing -= 1
+            raise RuntimeError("the log is down")
+        self.commits += 1
+        await self.inner.commit(messages)
+
+    async def rewind(self, messages: Sequence[Message]) -> None:
+        await self.inner.rewind(messages)
+
+    async def lag(self) -> int:
+        return await self.inner.lag()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class HeldLog(Log):
+    """The real log, its consumers' commits held (see ``HeldCommits``)."""
+
+    def __init__(self, inner: Log, *, failing: int = 0) -> None:
+        self.inner = inner
+        self.opened = asyncio.Event()
+        self.failing = failing
+        self.consumers: list[HeldCommits] = []
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def append(self, topic: str, items: Sequence[tuple[str, bytes]]) -> list[Message]:
+        return await self.inner.append(topic, items)
+
+    def consumer(self, topic: str, group: str) -> Consumer:
+        self.consumers.append(HeldCommits(self.inner.consumer(topic, group), self.opened, self.failing))
+        return self.consumers[-1]
+
+    async def lag(self, topic: str, group: str) -> int:
+        return await self.inner.lag(topic, group)
+
+
+def handled(processor: Staged | Simple) -> Callable[[], Awaitable[list[str]]]:
+    async def probe() -> list[str]:
+        return applied(processor)
+
+    return probe
+
+
+@pytest.mark.parametrize("kind", [Simple, Staged])
+async def test_the_next_batches_are_handled_while_a_commit_is_written(
+    log: Log, topic: str, kind: type[Simple | Staged]
+) -> None:
+    await fill(log, topic)
+    held = HeldLog(log)
+    processor = kind(topic)
+    async with ProcessorRunner(held, [processor]):
+        await eventually(handled(processor), until=lambda a: a == VALUES)
+        assert await log.lag(topic, "g") == len(VALUES)  # the first commit is still being written
+        held.opened.set()
+        await eventually(lambda: log.lag(topic, "g"), until=lambda lag: lag == 0)
+    # the batches handled meanwhile are committed together, not one commit each
+    assert 1 <= held.consumers[0].commits <= 2 < len(processor.applied)
+
+
+@pytest.mark.parametrize("kind", [Simple, Staged])
+async def test_a_failed_commit_is_covered_by_the_next(log: Log, topic: str, kind: type[Simple | Staged]) -> None:
+    held = HeldLog(log, failing=1)
+    held.opened.set()
+    processor = kind(topic)
+    async with ProcessorRunner(held, [processor]):
+        await log.append(topic, [("key", b"m0"), ("key", b"m1")])
+        await eventually(handled(processor), until=lambda a: a == ["m0", "m1"])
+        await log.append(topic, [("key", b"m2")])  # the processor carried on after the failed commit
+        await eventually(lambda: log.lag(topic, "g"), until=lambda lag: lag == 0)
+    assert applied(processor) == ["m0", "m1", "m2"]

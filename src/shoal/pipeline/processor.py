@@ -2,6 +2,9 @@
 
 A processor handles one batch of messages at a time; the runner commits the batch's offsets only
 after ``handle`` returns, so a crash replays the uncommitted tail and ``handle`` must be idempotent.
+The commit is written in the background (``_Commits``) while the next batch is polled and handled —
+Kafka's ``commitAsync``: a batch's latency does not include its predecessor's log write, and a crash
+before the write lands replays a batch the processor already skips.
 
 A ``StagedProcessor`` splits a batch into ``prepare`` (no writes: decode, embed) and ``apply`` (the
 writes). The runner prepares the next batches (``prepare_ahead`` of them) while the current one is
@@ -119,6 +122,36 @@ async def _discard(batches: collections.deque[_Batch[Any]]) -> list[Message]:
     return messages
 
 
+class _Commits:
+    """One consumer's offset commits, written in the background and in order. Batches handled while
+    a commit is being written are committed together in the next one."""
+
+    def __init__(self, consumer: Consumer, group: str) -> None:
+        self._consumer = consumer
+        self._group = group
+        self._pending: list[Message] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    def add(self, messages: Sequence[Message]) -> None:
+        self._pending.extend(messages)
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._write(), name=f"commit:{self._group}")
+
+    async def _write(self) -> None:
+        while self._pending:
+            messages, self._pending = self._pending, []
+            try:
+                await self._consumer.commit(messages)
+            except Exception:
+                # Not fatal: a later commit covers these offsets, or a restart replays them.
+                logger.exception("offset commit failed", processor=self._group, size=len(messages))
+
+    async def flush(self) -> None:
+        """Wait until everything added is written (or has failed and been logged)."""
+        while self._writing is not None and not self._writing.done():
+            await asyncio.shield(self._writing)
+
+
 class ProcessorRunner:
     """Runs processors as tracked tasks; ``stop()`` lets the current batches finish and commit."""
 
@@ -151,15 +184,17 @@ class ProcessorRunner:
     async def _run(self, processor: Processor) -> None:
         async with self._log.consumer(processor.topic, processor.group) as consumer:
             self._consumers.append(consumer)
+            commits = _Commits(consumer, processor.group)
             try:
                 if isinstance(processor, StagedProcessor):
-                    await self._run_staged(processor, consumer)
+                    await self._run_staged(processor, consumer, commits)
                 else:
-                    await self._run_simple(processor, consumer)
+                    await self._run_simple(processor, consumer, commits)
             finally:
+                await commits.flush()
                 self._consumers.remove(consumer)
 
-    async def _run_simple(self, processor: Processor, consumer: Consumer) -> None:
+    async def _run_simple(self, processor: Processor, consumer: Consumer, commits: _Commits) -> None:
         size = _batch_size(processor)
         while not self._stopping.is_set():
             batch = await consumer.poll(size.value)
@@ -171,9 +206,9 @@ class ProcessorRunner:
             except Exception:
                 await self._failed(processor, consumer, batch)
                 continue
-            await consumer.commit(batch)
+            commits.add(batch)
 
-    async def _run_staged(self, processor: StagedProcessor[Any], consumer: Consumer) -> None:
+    async def _run_staged(self, processor: StagedProcessor[Any], consumer: Consumer, commits: _Commits) -> None:
         batches: collections.deque[_Batch[Any]] = collections.deque()
         size = _batch_size(processor)
         try:
@@ -204,7 +239,7 @@ class ProcessorRunner:
                     # The batches prepared ahead are dropped and retried with it, in order.
                     await self._failed(processor, consumer, await _discard(batches))
                     continue
-                await consumer.commit(current.messages)
+                commits.add(current.messages)
                 batches.popleft()
         finally:
             # Stopping: batches prepared ahead are not applied; uncommitted, they are replayed on the

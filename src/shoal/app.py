@@ -184,8 +184,8 @@ def tune_gc(stack: AsyncExitStack) -> None:
     a full collection once promotions reach a quarter of it: at 500 requests/s, one every ~2 s, each
     walking the ~100k objects the caches and catalog hold (60-100 ms, collecting nothing). Collecting
     the young generation a tenth as often promotes a tenth as much — one full collection in ~20 s —
-    while a young collection still walks only what is alive then (bench/recommend.py: POST → 202 p99
-    109 → 42 ms at 500 events/s)."""
+    while a young collection still walks only what is alive then (bench/recommend.py at 500 events/s,
+    three interleaved rounds: POST → 202 p99 median 114 → 52 ms; docs/benchmarks.md)."""
     gc.collect()
     gc.freeze()
     before = gc.get_threshold()

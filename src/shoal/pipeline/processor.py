@@ -124,27 +124,31 @@ async def _discard(batches: collections.deque[_Batch[Any]]) -> list[Message]:
 
 class _Commits:
     """One consumer's offset commits, written in the background and in order. Batches handled while
-    a commit is being written are committed together in the next one."""
+    a commit is being written are committed together in the next one; only each partition's last
+    message is kept until then (a commit records the offset after it)."""
 
     def __init__(self, consumer: Consumer, group: str) -> None:
         self._consumer = consumer
         self._group = group
-        self._pending: list[Message] = []
+        self._pending: dict[int, Message] = {}
         self._writing: asyncio.Task[None] | None = None
 
     def add(self, messages: Sequence[Message]) -> None:
-        self._pending.extend(messages)
+        for message in messages:
+            last = self._pending.get(message.partition)
+            if last is None or message.offset > last.offset:
+                self._pending[message.partition] = message
         if self._writing is None or self._writing.done():
             self._writing = asyncio.create_task(self._write(), name=f"commit:{self._group}")
 
     async def _write(self) -> None:
         while self._pending:
-            messages, self._pending = self._pending, []
+            messages, self._pending = list(self._pending.values()), {}
             try:
                 await self._consumer.commit(messages)
             except Exception:
                 # Not fatal: a later commit covers these offsets, or a restart replays them.
-                logger.exception("offset commit failed", processor=self._group, size=len(messages))
+                logger.exception("offset commit failed", processor=self._group)
 
     async def flush(self) -> None:
         """Wait until everything added is written (or has failed and been logged)."""

@@ -142,8 +142,8 @@ class ProfileProcessor(Processor):
         name = await self.recommender.vector_name()
         if name is None:
             return {}
-        matrix = self.recommender.matrix
-        found = matrix.vectors(ids) if matrix is not None and await matrix.ready() else {}
+        matrix = await self.recommender.held()
+        found = matrix.vectors(ids) if matrix is not None else {}
         missing = sorted(ids - found.keys())  # all of them, or items written since the matrix learnt of them
         if missing:
             points = await self.services.vectors.retrieve(name, missing, with_vectors=True)

@@ -137,6 +137,10 @@ class Recommender:
         """The user's top items they have not seen: nearest to the taste, else trending."""
         return (await self.compute_many([profile]))[0]
 
+    async def held(self) -> ItemMatrix | None:
+        """The catalog in memory (loaded now if needed), or ``None`` when the vector store serves it."""
+        return self.matrix if self.matrix is not None and await self.matrix.ready() else None
+
     async def compute_many(self, profiles: Sequence[Profile]) -> list[RecList]:
         """The lists of several users (a profiler batch). What they share — the catalog's vector
         collection and the trending list — is looked up once. The nearest items of every user with a
@@ -166,10 +170,11 @@ class Recommender:
         self, users: Sequence[Profile], queries: Mapping[str, Vector], popular: RecList
     ) -> dict[str, list[dict[str, Any]]] | None:
         """Every item scored against each taste (cosine + trending boost), best unseen first."""
-        if self.matrix is None or not await self.matrix.ready():
+        matrix = await self.held()
+        if matrix is None:
             return None
         blend = self.settings.popularity_blend
-        best = await self.matrix.best(
+        best = await matrix.best(
             np.stack([queries[p.user_id] for p in users]),
             [p.seen for p in users],
             boosts(popular, blend) if blend > 0 else {},
@@ -247,8 +252,8 @@ class Recommender:
         name = await self.vector_name()
         if name is not None and trends:
             ids = [t.item_id for t in trends]
-            if self.matrix is not None and await self.matrix.ready():
-                titles = self.matrix.titles(ids)  # the matrix scores every item: no vectors needed
+            if (matrix := await self.held()) is not None:
+                titles = matrix.titles(ids)  # the matrix scores every item: no vectors needed
             else:
                 # with their vectors: the blend scores the trending items against each taste
                 points = await self.services.vectors.retrieve(name, ids, with_vectors=True)

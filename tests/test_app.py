@@ -17,3 +17,13 @@ async def test_serving_freezes_startup_objects_and_collects_the_young_generation
         assert gc.get_freeze_count() > 10_000  # modules, the model, the schemas
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+def test_the_ingest_endpoints_are_tried_before_every_other_route(tmp_path: Path) -> None:
+    # FastAPI tries routes one by one in mounting order: the high-rate POSTs are mounted first
+    from shoal.app import create_app, default_features
+
+    paths = list(create_app(make_settings(tmp_path), default_features()).openapi()["paths"])
+    ingest = {"/v1/collections/{collection}/records", "/api/v1/conversations", "/v1/events"}
+    assert set(paths[: len(ingest)]) == ingest
+    assert paths.index("/health") == len(ingest)

@@ -34,6 +34,9 @@ class CoreFeature(Feature):
 
     name = "core"
 
+    def ingest_routers(self) -> Sequence[APIRouter]:
+        return (records.ingest,)
+
     def routers(self) -> Sequence[APIRouter]:
         return (records.router, export.router, embeddings.router)
 
@@ -239,6 +242,10 @@ def create_app(settings: Settings | None = None, features: Sequence[Feature] | N
     )
     errors.install(app)
     install_auth(app, settings)
+    if serves_api:
+        for feature in features:
+            for router in feature.ingest_routers():
+                app.include_router(router)
     app.include_router(ops.router)
     if serves_api:
         for feature in features:

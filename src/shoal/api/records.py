@@ -28,6 +28,8 @@ from shoal.records import Collection
 from shoal.search import search
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
+ingest = APIRouter(prefix="/v1/collections", tags=["collections"])
+"""``POST …/records`` alone: mounted before every other route (``Feature.ingest_routers``)."""
 
 
 def collection_out(c: Collection) -> CollectionOut:
@@ -62,7 +64,7 @@ async def delete_collection(collection: str, services: ServicesDep) -> dict[str,
     return {"status": "deleted", "collection": collection}
 
 
-@router.post(
+@ingest.post(
     "/{collection}/records",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=AcceptedOut,

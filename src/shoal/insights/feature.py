@@ -16,7 +16,7 @@ from shoal.insights.analyzer import Analyzer, LocalAnalyzer
 from shoal.insights.clusters import OnlineClusterer
 from shoal.insights.llm import LLMAnalyzer
 from shoal.insights.processor import InsightsProcessor
-from shoal.insights.routes import router
+from shoal.insights.routes import ingest, router
 from shoal.insights.sentiment import SentimentAnalyzer, SentimentHead
 from shoal.insights.settings import InsightsSettings
 from shoal.insights.state import NAME, InsightsState, state_of
@@ -45,6 +45,9 @@ class InsightsFeature(Feature):
         self._settings = settings
         self._llm = llm
         self._llm_limiter = llm_limiter
+
+    def ingest_routers(self) -> Sequence[APIRouter]:
+        return (ingest,)
 
     def routers(self) -> Sequence[APIRouter]:
         return (router,)

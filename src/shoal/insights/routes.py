@@ -23,6 +23,8 @@ from shoal.insights.state import InsightsState, state_of
 from shoal.insights.store import Query as InsightsQuery
 
 router = APIRouter(prefix="/api/v1", tags=["insights"])
+ingest = APIRouter(prefix="/api/v1", tags=["insights"])
+"""``POST /api/v1/conversations`` alone: mounted before every other route (``Feature.ingest_routers``)."""
 
 MAX_LIMIT = 1000
 MAX_BUCKETS = 5000
@@ -90,7 +92,7 @@ async def _limit(services: ServicesDep, request: Request) -> None:
         raise RateLimited("rate_limit_exceeded", retry_after=wait)
 
 
-@router.post("/conversations", status_code=202)
+@ingest.post("/conversations", status_code=202)
 async def post_conversations(
     request: Request,
     services: ServicesDep,

@@ -25,6 +25,9 @@ class RecommendFeature(Feature):
     def __init__(self, settings: RecommendSettings | None = None) -> None:
         self._settings = settings
 
+    def ingest_routers(self) -> Sequence[APIRouter]:
+        return (routes.events,)
+
     def routers(self) -> Sequence[APIRouter]:
         return (routes.router,)
 

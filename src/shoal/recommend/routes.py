@@ -24,6 +24,8 @@ from shoal.recommend.service import channel
 from shoal.services import Services
 
 router = APIRouter(tags=["recommendations"])
+events = APIRouter(tags=["recommendations"])
+"""``POST /v1/events`` alone: mounted before every other route (``Feature.ingest_routers``)."""
 
 
 def _check_user(principal: Any, user_id: str) -> None:
@@ -33,7 +35,7 @@ def _check_user(principal: Any, user_id: str) -> None:
         raise Forbidden(f"user_id: {principal.subject!r} may not act for {user_id!r}")
 
 
-@router.post(
+@events.post(
     "/v1/events",
     status_code=status.HTTP_202_ACCEPTED,
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": REQUEST_SCHEMA}}}},

@@ -66,7 +66,7 @@ class RedisBus(Bus):
             self._reader.cancel()
             await asyncio.wait([self._reader])
         with translate_errors("redis bus close"):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2
             if self._owns_client:
                 await self._client.aclose()
 

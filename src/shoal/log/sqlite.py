@@ -1,9 +1,19 @@
 """The embedded log: one SQLite file in WAL mode, written by a single group-committing writer.
 
-Every ``append`` is queued for one writer, which runs on its own thread and connection and writes
-everything queued in ONE transaction, then resolves all the waiting callers and wakes the consumers of
-the topics it wrote. Consumers read through their own connections (WAL lets readers run beside the
-writer) and wait on in-process notifications, never a polling loop.
+Every ``append`` is queued for one writer, which writes everything queued in ONE transaction on its
+own connection, then resolves all the waiting callers and wakes the consumers of the topics it wrote.
+Consumers read through their own connections (WAL lets readers run beside the writer) and wait on
+in-process notifications, never a polling loop.
+
+Where the statements run: reads, and the writer's transactions when no commit waits for the disk
+(``fsync="interval"``), run on the event loop's thread, as Redis writes its append-only file from its
+event loop and fsyncs it from a thread. They are short (a few hundred microseconds: SQLite's page
+cache, no fsync), and each one on a worker thread cost far more than itself: the sqlite3 module
+releases the GIL around every statement step, and while the loop is busy a thread waits up to
+Python's switch interval (5 ms) to win it back, once per step. Under a few hundred requests a
+second that convoy, not the SQL, was the 202's tail (bench/recommend.py, POST → 202 at 500/s: p50 /
+p99 8–10 / 46–80 ms on worker threads, 2–5 / 16–25 ms on the loop). What waits for the disk stays
+on threads: the commits of ``fsync="always"``, the background fsync and the checkpoints.
 
 When ``append`` returns, its transaction is committed to the file: it survives ``kill -9`` of the
 process either way. ``fsync`` decides what survives a power loss or a kernel crash too:
@@ -22,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -131,39 +140,31 @@ class _Writes:
 
 
 class _Reader:
-    """A read connection used from worker threads, one call at a time; opened on first use."""
+    """A read connection used on the event loop's thread (see the module docstring); opened on first use."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
         self._closed = False
 
-    def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        with self._lock:
-            if self._closed:
-                raise ShuttingDown("the log connection is closed")
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` with the connection; driver errors become ``BackendError``. A WAL read never
+        waits for the writer."""
+        if self._closed:
+            raise ShuttingDown("the log connection is closed")
+        try:
             if self._conn is None:
-                self._conn = _connect(self._path, check_same_thread=False)
+                self._conn = _connect(self._path)
                 self._conn.execute("PRAGMA query_only = ON")
             return fn(self._conn)
-
-    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` with the connection off the event loop; driver errors become ``BackendError``."""
-        try:
-            return await asyncio.to_thread(self._run, fn)
         except sqlite3.Error as exc:
             raise BackendError(f"sqlite log read failed: {exc}") from exc
 
-    def _close(self) -> None:
-        with self._lock:
-            self._closed = True
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
     async def close(self) -> None:
-        await asyncio.to_thread(self._close)
+        self._closed = True
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class _Checkpointer:
@@ -283,7 +284,8 @@ class SqliteLog(Log):
         self._closing = False
         self._writer_task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
-        # Owned by the writer thread: its connection, and each partition's next offset.
+        # The writer's connection and each partition's next offset: used by one transaction at a time,
+        # on the loop (``fsync="interval"``) or the writer's thread (``"always"``, truncations).
         self._conn: sqlite3.Connection | None = None
         self._next: dict[str, list[int]] = {}
         self._reader = _Reader(self.path)
@@ -396,7 +398,10 @@ class SqliteLog(Log):
             if ops:
                 # Everything queued while the previous transaction was running goes into this one.
                 try:
-                    results = await loop.run_in_executor(self._executor, self._write, ops)
+                    if self.fsync == "interval" and not any(isinstance(op, _Truncate) for op in ops):
+                        results = self._write(ops)  # no fsync to wait for: on the loop (module docstring)
+                    else:
+                        results = await loop.run_in_executor(self._executor, self._write, ops)
                 except Exception as exc:
                     error = BackendError(f"sqlite log write failed: {exc}")
                     error.__cause__ = exc
@@ -422,7 +427,7 @@ class SqliteLog(Log):
                     waiter.set_result(None)
 
     def _open_writer(self) -> None:
-        conn = _connect(self.path)
+        conn = _connect(self.path, check_same_thread=False)  # the loop's and the writer's: one at a time
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
@@ -445,7 +450,7 @@ class SqliteLog(Log):
             self._conn = None
 
     def _write(self, ops: list[_Op]) -> list[Any]:
-        """Run ``ops`` in one transaction (writer thread); one result per op."""
+        """Run ``ops`` in one transaction; one result per op."""
         assert self._conn is not None
         conn = self._conn
         writes = _Writes()
@@ -516,7 +521,7 @@ class SqliteConsumer(Consumer):
         self.group = group
         self._log = log
         self._reader = _Reader(log.path)
-        self._positions: dict[int, int] | None = None  # guarded by the reader's lock
+        self._positions: dict[int, int] | None = None
         self._start = 0  # partition read first, rotated so a busy partition cannot starve others
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
@@ -581,7 +586,7 @@ class SqliteConsumer(Consumer):
         await self._reader.close()
 
     def _fetch(self, conn: sqlite3.Connection, max_records: int) -> list[Message]:
-        """The next messages after the fetch positions (reader thread, under the reader's lock)."""
+        """The next messages after the fetch positions."""
         if self._positions is None:
             self._positions = dict(conn.execute(_SELECT_COMMITTED, (self.group, self.topic)).fetchall())
         ends = dict(conn.execute(_SELECT_ENDS, (self.topic,)).fetchall())

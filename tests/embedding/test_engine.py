@@ -13,6 +13,7 @@ import pytest
 from shoal.cache.base import Cache
 from shoal.cache.memory import MemoryCache
 from shoal.cache.sqlite import SqliteCache
+from shoal.embedding.base import EmbeddingProvider, Vectors
 from shoal.embedding.engine import EmbeddingEngine
 from shoal.embedding.onnx import OnnxProvider
 from shoal.errors import BackendError, EmbeddingError, Overloaded, ShuttingDown
@@ -214,3 +215,34 @@ async def test_a_caller_giving_up_leaves_a_shared_vector_to_the_others(provider:
     assert vectors.shape == (2, 384)
     alone = (await provider.embed(["a text two callers wait for"]))[0]
     assert float(vectors[0] @ alone) > 0.97  # int8 activations are quantized per batch: close, not equal
+
+
+class HandOverProvider(EmbeddingProvider):
+    """The real model, but call ``k`` returns only once call ``k + lead`` has started (the last
+    ``lead`` calls return at once): an engine that queues fewer calls ahead never gets it back."""
+
+    def __init__(self, inner: OnnxProvider, calls: int, lead: int) -> None:
+        self.inner, self.calls, self.lead = inner, calls, lead
+        self.model_id, self.dim = inner.model_id, inner.dim
+        self.started: list[asyncio.Event] = []
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        while len(self.started) < self.calls:
+            self.started.append(asyncio.Event())
+        call = next(i for i, event in enumerate(self.started) if not event.is_set())
+        self.started[call].set()
+        vectors = await self.inner.embed(texts)
+        if call + self.lead < self.calls:
+            await asyncio.wait_for(self.started[call + self.lead].wait(), timeout=10)
+        return vectors
+
+
+async def test_two_calls_wait_at_the_provider_behind_the_running_one(provider: OnnxProvider) -> None:
+    # 32 texts in batches of 4: one window of 8 calls. While call k runs, calls k+1 and k+2 must be
+    # queued already, so each worker finds its next pass waiting whatever the event loop is doing.
+    texts = [f"text {i} in a stream " + "word " * (i % 7) for i in range(32)]
+    async with EmbeddingEngine(HandOverProvider(provider, calls=8, lead=2), l1_size=0, batch_size=4) as engine:
+        vectors = await engine.embed(texts)
+        assert engine.stats()["batch_sizes"] == {4: 8}
+    # each text's own vector (int8 activations are quantized per pass: passes cut apart differ a little)
+    assert ((vectors * await provider.embed(texts)).sum(axis=1) > 0.95).all()

@@ -217,3 +217,22 @@ async def test_inference_threads_run_at_lower_priority_than_the_loop() -> None:
         assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the event loop's thread is untouched
     finally:
         await provider.close()
+
+
+async def test_passes_start_while_the_event_loop_is_busy() -> None:
+    # A busy server's loop may not run for a while; the passes of a call already on its way must not
+    # wait for it: the worker that tokenized the texts queues them.
+    class Watched(OnnxProvider):
+        def __init__(self) -> None:
+            super().__init__(threads=2)
+            self.forwarding = threading.Event()
+
+        def _forward(self, encodings: list[Any]) -> Any:
+            self.forwarding.set()
+            return super()._forward(encodings)
+
+    async with Watched() as provider:
+        call = asyncio.create_task(provider.embed(SENTENCES))
+        await asyncio.sleep(0)  # one step: the call hands its texts to a worker
+        assert provider.forwarding.wait(timeout=10)  # holds this loop's thread meanwhile
+        assert (await call).shape == (len(SENTENCES), 384)

@@ -29,6 +29,7 @@ from shoal.errors import BackendError, EmbeddingError, Overloaded, ShoalError, S
 logger = structlog.get_logger(__name__)
 
 _WINDOW_BATCHES = 8
+_AHEAD = 2  # provider calls queued behind the running one (each worker finds the next pass waiting)
 _WARMUP_TEXTS = ("warm up", "a slightly longer sentence to warm up the model with more tokens")
 
 
@@ -278,17 +279,17 @@ class EmbeddingEngine:
             await self._run_window([window[i : i + self.batch_size] for i in range(0, len(window), self.batch_size)])
 
     async def _run_window(self, batches: list[list[_Job]]) -> None:
-        """Run ``batches`` in order, keeping the next one queued at the provider while this one's
+        """Run ``batches`` in order, keeping the next ``_AHEAD`` queued at the provider while this one's
         vectors are handed out, so work on the event loop never leaves the model idle."""
-        ahead: asyncio.Task[Vectors] | None = None
+        calls: collections.deque[asyncio.Task[Vectors]] = collections.deque()
         try:
             for i, jobs in enumerate(batches):
-                call = ahead or self._start(jobs)
-                ahead = self._start(batches[i + 1]) if i + 1 < len(batches) else None
-                await self._run_batch(jobs, call)
+                while len(calls) <= _AHEAD and i + len(calls) < len(batches):
+                    calls.append(self._start(batches[i + len(calls)]))
+                await self._run_batch(jobs, calls.popleft())
         finally:
-            if ahead is not None:
-                ahead.cancel()  # only when the batcher itself is being torn down
+            for call in calls:
+                call.cancel()  # only when the batcher itself is being torn down
 
     def _start(self, jobs: list[_Job]) -> asyncio.Task[Vectors]:
         return asyncio.create_task(self._provider_call([job.text for job in jobs]), name="shoal-embedding-call")

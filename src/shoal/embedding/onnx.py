@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -123,11 +123,13 @@ class OnnxProvider(EmbeddingProvider):
 
     async def open(self) -> None:
         """Verify the artifacts' sha256 and load tokenizer and session (off the event loop)."""
+        linux = sys.platform.startswith("linux")
+        niceness = os.getpriority(os.PRIO_PROCESS, 0) + self.nice if self.nice > 0 and linux else None
         self._executor = ThreadPoolExecutor(
             max_workers=self.threads,
             thread_name_prefix="shoal-onnx",
             initializer=_lower_priority,
-            initargs=(self.nice,),
+            initargs=(niceness,),
         )
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
@@ -199,17 +201,21 @@ class OnnxProvider(EmbeddingProvider):
             raise EmbeddingError(f"{self.model_id} is not open")
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
-        loop = asyncio.get_running_loop()
-        encodings = await loop.run_in_executor(executor, self._tokenizer.encode_batch, list(texts))
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
-        chunks = [order[a:b] for a, b in self.passes([len(encodings[i].ids) for i in order])]
-        vectors = await asyncio.gather(
-            *(loop.run_in_executor(executor, self._forward, [encodings[i] for i in chunk]) for chunk in chunks)
-        )
-        out = np.empty((len(encodings), self.dim), dtype=np.float32)
+        chunks, passes = await asyncio.get_running_loop().run_in_executor(executor, self._plan, executor, list(texts))
+        vectors = await asyncio.gather(*(asyncio.wrap_future(p) for p in passes))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
         for chunk, rows in zip(chunks, vectors, strict=True):
             out[chunk] = rows
         return out
+
+    def _plan(self, executor: ThreadPoolExecutor, texts: list[str]) -> tuple[list[list[int]], list[Future[Vectors]]]:
+        """Tokenize, cut into passes and queue them, on a worker: the passes join the executor's queue
+        the moment the tokens exist, not once the event loop gets round to it (a worker would sit idle
+        for that hop, up to the GIL's switch interval while the loop is busy)."""
+        encodings = self._tokenizer.encode_batch(texts)
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        chunks = [order[a:b] for a, b in self.passes([len(encodings[i].ids) for i in order])]
+        return chunks, [executor.submit(self._forward, [encodings[i] for i in chunk]) for chunk in chunks]
 
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
         if self._tokenizer is None:
@@ -282,17 +288,20 @@ def plan_passes(lengths: Sequence[int], max_batch: int, min_passes: int = 1) -> 
     return passes
 
 
-def _lower_priority(nice: int) -> None:
-    """Raise the calling thread's niceness by ``nice`` (Linux: per thread, inherited by the threads it starts).
+def _lower_priority(niceness: int | None) -> None:
+    """Set the calling thread's niceness to ``niceness`` (``None``: leave it) if that lowers it
+    (Linux: per thread, inherited by the threads it starts).
 
-    Runs first on the inference thread, before the session exists, so onnxruntime's intra-op workers,
-    created from this thread, inherit it too.
+    Runs first on each inference thread, before the session exists, so onnxruntime's intra-op workers,
+    created from that thread, inherit it too. A target, not an increment: a worker may be started by
+    another worker (passes are queued from one), whose niceness it already inherits.
     """
-    if nice <= 0 or not sys.platform.startswith("linux"):
+    if niceness is None:
         return
     tid = 0  # 0 = the calling thread on Linux
     try:
-        os.setpriority(os.PRIO_PROCESS, tid, min(os.getpriority(os.PRIO_PROCESS, tid) + nice, 19))
+        if os.getpriority(os.PRIO_PROCESS, tid) < niceness:
+            os.setpriority(os.PRIO_PROCESS, tid, min(niceness, 19))
     except OSError:  # a sandbox may forbid it; priority is a hint, never a reason to fail
         return
 

@@ -129,16 +129,22 @@ async def test_calls_from_many_tasks_all_come_back_with_their_own_vectors(provid
         assert int((together @ row[0]).argmax()) == i
 
 
+class Watched(OnnxProvider):
+    """The real provider on two workers, noting (from the worker) which workers ran forward passes and
+    that one has begun."""
+
+    def __init__(self) -> None:
+        super().__init__(threads=2)
+        self.workers: set[str] = set()
+        self.forwarding = threading.Event()
+
+    def _forward(self, encodings: list[Any]) -> Any:
+        self.workers.add(threading.current_thread().name)
+        self.forwarding.set()
+        return super()._forward(encodings)
+
+
 async def test_one_call_runs_its_passes_on_every_worker() -> None:
-    class Watched(OnnxProvider):
-        def __init__(self) -> None:
-            super().__init__(threads=2)
-            self.workers: set[str] = set()
-
-        def _forward(self, encodings: list[Any]) -> Any:
-            self.workers.add(threading.current_thread().name)
-            return super()._forward(encodings)
-
     async with Watched() as provider:
         vectors = await provider.embed([f"{s} {i}" for i, s in enumerate(SENTENCES * 3)])
     assert vectors.shape == (len(SENTENCES) * 3, 384)
@@ -222,15 +228,6 @@ async def test_inference_threads_run_at_lower_priority_than_the_loop() -> None:
 async def test_passes_start_while_the_event_loop_is_busy() -> None:
     # A busy server's loop may not run for a while; the passes of a call already on its way must not
     # wait for it: the worker that tokenized the texts queues them.
-    class Watched(OnnxProvider):
-        def __init__(self) -> None:
-            super().__init__(threads=2)
-            self.forwarding = threading.Event()
-
-        def _forward(self, encodings: list[Any]) -> Any:
-            self.forwarding.set()
-            return super()._forward(encodings)
-
     async with Watched() as provider:
         call = asyncio.create_task(provider.embed(SENTENCES))
         await asyncio.sleep(0)  # one step: the call hands its texts to a worker

@@ -215,7 +215,7 @@ async def cpu_percent(process: psutil.Process, seconds: float) -> float:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     texts = Texts()
-    ceiling = await engine_ceiling([texts.next() for _ in range(args.ceiling_texts)])
+    before = await engine_ceiling([texts.next() for _ in range(args.ceiling_texts)])
     port = free_port()
     quiet_s = float(os.environ.get("SHOAL_OPTIMIZE_INTERVAL_S", Settings.model_fields["optimize_interval_s"].default))
     with tempfile.TemporaryDirectory(prefix="shoal-bench-ws-") as data_dir:
@@ -276,12 +276,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     # Measured again once the server is gone: the machine's speed drifts over a run, and the stream is
     # compared with the mean of the ceilings that bracket it.
     after = await engine_ceiling([texts.next() for _ in range(args.ceiling_texts)])
-    bracket = (ceiling, after)
-    ceiling = (ceiling + after) / 2
+    ceiling = (before + after) / 2
     return {
         "clients": args.clients,
         "engine_ceiling_texts_per_s": round(ceiling, 1),
-        "engine_ceilings_before_after": [round(c, 1) for c in bracket],
+        "engine_ceilings_before_after": [round(before, 1), round(after, 1)],
         "sustained_tweets_per_s": round(throughput, 1),
         "throughput_ratio": round(throughput / ceiling, 3),
         "server_cpu_ms_per_tweet": round(cpu_per_tweet, 3),

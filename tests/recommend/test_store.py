@@ -56,6 +56,46 @@ async def test_event_ids_are_recorded_once_and_state_reads_back(store: ProfileSt
     assert [t.item_id for t in await store.trending(5)] == ["i1"]
 
 
+async def test_a_batch_reads_back_exactly_what_the_last_one_wrote(store: ProfileStore) -> None:
+    # values that do not survive a 15-digit round trip (SQLite's JSON renders floats so)
+    at, score = 1_733_600_000.123_456_7, 1 / 3
+    vector = np.array([0.1, -2 / 3, np.pi, 1e-300])
+    async with store.batch([("e1", "u1")], ["u1"], ["i1"]) as batch:
+        profile = batch.profiles["u1"]
+        profile.add(vector, 1.0, at, 3600)
+        for item in ("i3", "i1", "i2"):
+            profile.record(item, "view", known=True, recent_size=2)
+        batch.new_ids.append(("e1", "u1"))
+        batch.trends["i1"] = Trend("i1", score, at)
+    written = (await store.get("u1"), batch.profiles["u1"].updated_at)
+    async with store.batch([("e2", "u1")], ["u1", "u2"], ["i1", "i9"]) as batch:
+        read = batch.profiles["u1"]
+        assert read.vector is not None and read.vector.tolist() == vector.tolist()
+        assert read.at == at and read.events == 3 and read.counters == {"view": 3}
+        assert list(read.seen) == ["i3", "i1", "i2"] and read.recent == ["i1", "i2"]
+        assert read.updated_at == written[1] and read.updated_at.tzinfo is not None
+        assert batch.profiles["u2"].vector is None and batch.profiles["u2"].events == 0
+        assert list(batch.trends) == ["i1"] and (batch.trends["i1"].score, batch.trends["i1"].at) == (score, at)
+    assert written[0] is not None and written[0].updated_at == written[1]
+
+
+async def test_a_batch_larger_than_one_statement_records_and_reads_every_row(store: ProfileStore) -> None:
+    # more ids than one statement binds (the store splits them): every id recorded once
+    events = [(f"e{n}", f"u{n % 1300}") for n in range(2600)]
+    users = [f"u{n}" for n in range(1300)]
+    items = [f"i{n}" for n in range(1100)]
+    async with store.batch(events[:1800], users, items) as batch:
+        assert batch.applied == set()
+        for event_id, user in events[:1800]:
+            batch.profiles[user].record("i1", "view", known=True, recent_size=3)
+            batch.new_ids.append((event_id, user))
+        batch.trends.update({i: Trend(i, 1.0, 10.0) for i in items})
+    async with store.batch(events, users, items) as batch:
+        assert batch.applied == {e for e, _ in events[:1800]}
+        assert sum(p.events for p in batch.profiles.values()) == 1800
+        assert len(batch.trends) == 1100
+
+
 async def test_a_failed_batch_records_nothing(store: ProfileStore) -> None:
     with pytest.raises(RuntimeError):
         async with store.batch([("e1", "u1")], ["u1"], []) as batch:

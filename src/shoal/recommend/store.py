@@ -12,6 +12,17 @@ writes + commit), not one awaited call per statement: on a SQLite file they run 
 store's own over the stdlib driver, on PostgreSQL through ``run_sync`` over asyncpg. Per statement,
 the async driver costs a thread hop, a greenlet switch and a loop wake-up on the event loop's
 thread; a small batch paid more for that than for its SQL.
+
+On SQLite the number of *steps* matters as much: the stdlib driver releases the GIL around every
+``sqlite3_step``, and a statement steps once per row it reads (``RETURNING``, a ``SELECT``) and
+once per parameter set of an ``executemany``. While the event loop is busy, each step then waits up
+to the interpreter's switch interval (5 ms) to win the GIL back, so a batch of 80 users that stepped
+~300 times spent ~110 ms in the store at 500 events/s (p50), nearly all of it waiting. So on SQLite a batch's reads are
+one statement that returns one row (the applied ids, the profiles and the trends, each aggregated
+into a JSON array by SQLite), and every write is one multi-row ``INSERT``: about six steps a batch,
+however many events it holds. PostgreSQL (asyncpg fetches a statement's rows in one round trip)
+reads rows as they are and records the ids with ``INSERT … RETURNING``, which also makes the check
+atomic against another worker that took the partition over.
 """
 
 from __future__ import annotations
@@ -21,12 +32,13 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -78,6 +90,42 @@ _SELECT_PROFILES = sa.select(profiles_table).where(profiles_table.c.user_id.in_(
 _SELECT_TRENDS = sa.select(trending_table).where(trending_table.c.item_id.in_(sa.bindparam("ids", expanding=True)))
 
 
+def _exact(column: sa.ColumnElement[float]) -> sa.ColumnElement[str]:
+    """A float as text that reads back to the same double (SQLite's JSON keeps 15 digits only)."""
+    return sa.func.printf("%!.17g", column)
+
+
+def _aggregated(table: sa.Table, key: str, param: str, *values: sa.ColumnElement[Any]) -> sa.ScalarSelect[str]:
+    """The rows of ``table`` whose ``key`` is in the expanding ``param``, as one JSON array of arrays."""
+    row = sa.func.json_array(*values) if len(values) > 1 else values[0]
+    return (
+        sa.select(sa.func.json_group_array(row))
+        .where(table.c[key].in_(sa.bindparam(param, expanding=True)))
+        .scalar_subquery()
+    )
+
+
+_p, _t = profiles_table.c, trending_table.c
+# SQLite: a batch's three reads as one statement returning one row (the module docstring)
+_SELECT_BATCH_SQLITE = sa.select(
+    _aggregated(applied_table, "event_id", "events", applied_table.c.event_id).label("applied"),
+    _aggregated(
+        profiles_table,
+        "user_id",
+        "users",
+        _p.user_id,
+        sa.case((_p.vector.is_(None), None), else_=sa.func.hex(_p.vector)),
+        _exact(_p.at),
+        sa.func.json(_p.seen),
+        sa.func.json(_p.recent),
+        sa.func.json(_p.counters),
+        _p.events,
+        _p.updated_at,
+    ).label("profiles"),
+    _aggregated(trending_table, "item_id", "items", _t.item_id, _exact(_t.score), _exact(_t.at)).label("trends"),
+)
+
+
 @dataclass(slots=True)
 class Batch:
     """What one transaction read: applied ids, the users' profiles and the items' trends."""
@@ -102,8 +150,14 @@ class ProfileStore:
         self._thread: ThreadPoolExecutor | None = None
         insert = self._insert(applied_table).on_conflict_do_nothing(index_elements=[applied_table.c.event_id])
         self._record_ids = insert.returning(applied_table.c.event_id)
-        self._upsert_profiles = self._upsert(profiles_table, "user_id")
-        self._upsert_trends = self._upsert(trending_table, "item_id")
+        self._upserts = {profiles_table.name: self._upsert(profiles_table, "user_id")}
+        self._upserts[trending_table.name] = self._upsert(trending_table, "item_id")
+        self._inserts: dict[tuple[str, str | None], _RowsInsert] = {}
+        # how SQLAlchemy reads a stored timestamp back (the SQLite batch read returns it as text)
+        dialect = sqlite.dialect()
+        read_time = profiles_table.c.updated_at.type.dialect_impl(dialect).result_processor(dialect, None)
+        assert read_time is not None
+        self._read_time = read_time
 
     async def __aenter__(self) -> ProfileStore:
         # A SQLite file: the stdlib driver on one thread of our own; otherwise the async engine
@@ -218,6 +272,22 @@ class ProfileStore:
         updates = {c.name: insert.excluded[c.name] for c in table.columns if c.name != key}
         return insert.on_conflict_do_update(index_elements=[table.c[key]], set_=updates)
 
+    def _rows_insert(self, conn: sa.Connection, table: sa.Table, key: str | None = None) -> _RowsInsert:
+        made = self._inserts.get((table.name, key))
+        if made is None:
+            made = self._inserts[(table.name, key)] = _RowsInsert(conn.dialect, table, key)
+        return made
+
+    def _put(self, conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]], key: str) -> None:
+        """Insert ``rows``, replacing the row of an existing ``key``: on SQLite as multi-row
+        statements (an ``executemany`` steps once per row there), elsewhere as an ``executemany``."""
+        if not rows:
+            return
+        if self._dialect == "sqlite":
+            self._rows_insert(conn, table, key).run(conn, rows)
+        else:
+            conn.execute(self._upserts[table.name], list(rows))
+
     @contextlib.asynccontextmanager
     async def batch(
         self, events: Sequence[tuple[str, str]], user_ids: Iterable[str], item_ids: Iterable[str]
@@ -230,17 +300,58 @@ class ProfileStore:
         state: list[Batch] = []
 
         def read(conn: sa.Connection) -> Batch:
-            state.append(
-                Batch(
-                    applied=self._record(conn, events),
-                    profiles=self._profiles(conn, users),
-                    trends=self._trends(conn, items),
+            if self._dialect == "sqlite":
+                state.append(self._read_sqlite(conn, events, users, items))
+            else:
+                state.append(
+                    Batch(
+                        applied=self._record(conn, events),
+                        profiles=self._profiles(conn, users),
+                        trends=self._trends(conn, items),
+                    )
                 )
-            )
             return state[0]
 
         async with self._transaction(read, lambda conn: self._write(conn, state[0])) as batch:
             yield batch
+
+    def _read_sqlite(
+        self, conn: sa.Connection, events: Sequence[tuple[str, str]], users: Sequence[str], items: Sequence[str]
+    ) -> Batch:
+        """The batch's reads in one statement a chunk, then the new event ids in one ``INSERT``
+        (the module docstring). The write lock is taken first, so nothing read can change before
+        the commit (a deferred transaction that reads and then writes fails outright if another
+        connection committed in between)."""
+        if self._sync is not None:  # a file; an in-memory database has the async engine's one connection
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        event_ids = list(dict.fromkeys(e for e, _ in events))
+        batch = Batch(applied=set(), profiles={u: Profile(u) for u in users}, trends={})
+        for start in range(0, max(len(event_ids), len(users), len(items)), _CHUNK):
+            window = slice(start, start + _CHUNK)
+            params = {"events": event_ids[window], "users": list(users[window]), "items": list(items[window])}
+            row = conn.execute(_SELECT_BATCH_SQLITE, params).one()
+            batch.applied.update(orjson.loads(row.applied))
+            for user_id, vector, at, seen, recent, counters, count, updated_at in orjson.loads(row.profiles):
+                batch.profiles[user_id] = Profile(
+                    user_id=user_id,
+                    vector=vector_from_bytes(bytes.fromhex(vector)) if vector is not None else None,
+                    at=float(at),
+                    seen=dict.fromkeys(seen),
+                    recent=list(recent),
+                    counters=dict(counters),
+                    events=count,
+                    updated_at=cast(datetime, self._read_time(updated_at)),  # the column is NOT NULL
+                )
+            for item_id, score, at in orjson.loads(row.trends):
+                batch.trends[item_id] = Trend(item_id, float(score), float(at))
+        applied_at = time.time()
+        by_id = dict(events)
+        fresh = [
+            {"event_id": e, "user_id": by_id[e], "applied_at": applied_at} for e in event_ids if e not in batch.applied
+        ]
+        if fresh:
+            self._rows_insert(conn, applied_table).run(conn, fresh)
+        return batch
 
     def _record(self, conn: sa.Connection, events: Sequence[tuple[str, str]]) -> set[str]:
         """Insert the event ids not recorded yet; the others are the ones applied before."""
@@ -287,15 +398,12 @@ class ProfileStore:
         for p in batch.profiles.values():
             if p.user_id in touched:
                 p.updated_at = now
-        conn.execute(self._upsert_profiles, rows)
-        if batch.trends:
-            conn.execute(
-                self._upsert_trends,
-                [
-                    {"item_id": t.item_id, "score": t.score, "at": t.at, "rank": _finite(t.rank(self._half_life))}
-                    for t in batch.trends.values()
-                ],
-            )
+        self._put(conn, profiles_table, rows, "user_id")
+        trends = [
+            {"item_id": t.item_id, "score": t.score, "at": t.at, "rank": _finite(t.rank(self._half_life))}
+            for t in batch.trends.values()
+        ]
+        self._put(conn, trending_table, trends, "item_id")
 
     async def get(self, user_id: str) -> Profile | None:
         stmt = sa.select(profiles_table).where(profiles_table.c.user_id == user_id)
@@ -315,6 +423,36 @@ class ProfileStore:
     async def ping(self) -> None:
         stmt = sa.select(sa.func.count()).select_from(applied_table).limit(1)
         await self._once(lambda conn: conn.execute(stmt).scalar())
+
+
+class _RowsInsert:
+    """A multi-row ``INSERT`` (``… ON CONFLICT (key) DO UPDATE`` with a ``key``) in the driver's own
+    SQL, for SQLite: one statement, so one step, for up to ``_CHUNK`` rows. The values go through
+    the columns' SQLAlchemy bind processors, as a Core statement's would; the text is built here
+    because compiling a Core multi-row ``INSERT`` costs ~1 ms of Python for every 100 values, with
+    the GIL held, on every call (its values are part of the statement, so it is never cached)."""
+
+    def __init__(self, dialect: sa.Dialect, table: sa.Table, key: str | None = None) -> None:
+        quote = dialect.identifier_preparer.quote
+        self._names = [c.name for c in table.columns]
+        self._processors = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in table.columns]
+        self._head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in self._names)}) VALUES "
+        self._row = "(" + ", ".join("?" * len(self._names)) + ")"
+        self._tail = (
+            ""
+            if key is None
+            else f" ON CONFLICT ({quote(key)}) DO UPDATE SET "
+            + ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in self._names if n != key)
+        )
+
+    def run(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        pairs = list(zip(self._names, self._processors, strict=True))
+        for start in range(0, len(rows), _CHUNK):
+            chunk = rows[start : start + _CHUNK]
+            params = tuple(
+                process(row[name]) if process is not None else row[name] for row in chunk for name, process in pairs
+            )
+            conn.exec_driver_sql(self._head + ", ".join([self._row] * len(chunk)) + self._tail, params)
 
 
 async def _hop(thread: ThreadPoolExecutor, fn: Callable[..., None], *args: object) -> None:

@@ -136,6 +136,8 @@ class Batch:
     trends: dict[str, Trend]
     new_ids: list[tuple[str, str]] = field(default_factory=list)
     """(event_id, user_id) applied in this batch: the profiles of these users are written back."""
+    unrecorded: list[dict[str, Any]] = field(default_factory=list)
+    """Rows of the event ids not recorded yet, inserted with the writes (SQLite: the lock is held)."""
 
 
 class ProfileStore:
@@ -318,10 +320,10 @@ class ProfileStore:
     def _read_sqlite(
         self, conn: sa.Connection, events: Sequence[tuple[str, str]], users: Sequence[str], items: Sequence[str]
     ) -> Batch:
-        """The batch's reads in one statement a chunk, then the new event ids in one ``INSERT``
-        (the module docstring). The write lock is taken first, so nothing read can change before
-        the commit (a deferred transaction that reads and then writes fails outright if another
-        connection committed in between)."""
+        """The batch's reads in one statement a chunk (the module docstring); the event ids not
+        recorded yet are inserted with the writes. The write lock is taken first, so nothing read
+        can change before the commit (a deferred transaction that reads and then writes fails
+        outright if another connection committed in between)."""
         if self._sync is not None:  # a file; an in-memory database has the async engine's one connection
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         event_ids = list(dict.fromkeys(e for e, _ in events))
@@ -346,11 +348,9 @@ class ProfileStore:
                 batch.trends[item_id] = Trend(item_id, float(score), float(at))
         applied_at = time.time()
         by_id = dict(events)
-        fresh = [
+        batch.unrecorded = [
             {"event_id": e, "user_id": by_id[e], "applied_at": applied_at} for e in event_ids if e not in batch.applied
         ]
-        if fresh:
-            self._rows_insert(conn, applied_table).run(conn, fresh)
         return batch
 
     def _record(self, conn: sa.Connection, events: Sequence[tuple[str, str]]) -> set[str]:
@@ -377,6 +377,8 @@ class ProfileStore:
         return found
 
     def _write(self, conn: sa.Connection, batch: Batch) -> None:
+        if batch.unrecorded:  # in the second hop: the first, which the batch waits for, is one step shorter
+            self._rows_insert(conn, applied_table).run(conn, batch.unrecorded)
         if not batch.new_ids:
             return
         now = datetime.now(UTC)

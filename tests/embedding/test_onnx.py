@@ -144,6 +144,38 @@ class Watched(OnnxProvider):
         return super()._forward(encodings)
 
 
+class CountingTokenizer:
+    """The provider's real tokenizer, counting the texts it encodes."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.encoded: list[str] = []
+
+    def encode_batch(self, texts: list[str]) -> Any:
+        self.encoded.extend(texts)
+        return self.tokenizer.encode_batch(texts)
+
+
+async def test_texts_counted_to_sort_are_not_tokenized_again_to_embed(provider: OnnxProvider) -> None:
+    texts = [f"{s} #{i}" for i, s in enumerate(SENTENCES)]
+    # int8 passes quantise per batch: compare the same calls made without counting first
+    expected = await provider.embed([*texts[3:], *texts[:3], "not counted before"])
+    expected_again = await provider.embed(texts[:2])
+    counting = CountingTokenizer(provider._tokenizer)
+    provider._tokenizer = counting
+    try:
+        lengths = provider.token_lengths(texts)  # what the engine does to sort a window
+        vectors = await provider.embed([*texts[3:], *texts[:3], "not counted before"])
+        again = await provider.embed(texts[:2])  # each kept encoding serves one call
+    finally:
+        provider._tokenizer = counting.tokenizer
+    assert lengths == [len(e.ids) for e in counting.tokenizer.encode_batch(texts)]
+    assert counting.encoded == [*texts, "not counted before", *texts[:2]]
+    np.testing.assert_array_equal(vectors, expected)
+    np.testing.assert_array_equal(again, expected_again)
+    assert provider.count_tokens(texts) == sum(lengths) and not provider._counted  # counting to bill keeps nothing
+
+
 async def test_one_call_runs_its_passes_on_every_worker() -> None:
     async with Watched() as provider:
         vectors = await provider.embed([f"{s} {i}" for i, s in enumerate(SENTENCES * 3)])

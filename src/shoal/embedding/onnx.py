@@ -114,6 +114,9 @@ class OnnxProvider(EmbeddingProvider):
         self._session: Any = None
         self._tokenizer: Any = None
         self._inputs: list[str] = []
+        self._counted: dict[str, Any] = {}
+        """Encodings made by ``token_lengths`` (the engine sorting a window), taken by the ``embed``
+        that follows instead of tokenizing the texts again; at most ``_COUNTED_MAX``."""
 
     @property
     def model_path(self) -> Path:
@@ -145,6 +148,7 @@ class OnnxProvider(EmbeddingProvider):
             await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
         self._session = None
         self._tokenizer = None
+        self._counted.clear()
 
     def _load(self) -> None:
         import onnxruntime as ort
@@ -212,15 +216,38 @@ class OnnxProvider(EmbeddingProvider):
         """Tokenize, cut into passes and queue them, on a worker: the passes join the executor's queue
         the moment the tokens exist, not once the event loop gets round to it (a worker would sit idle
         for that hop, up to the GIL's switch interval while the loop is busy)."""
-        encodings = self._tokenizer.encode_batch(texts)
+        encodings = self._encodings(texts)
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
         chunks = [order[a:b] for a, b in self.passes([len(encodings[i].ids) for i in order])]
         return chunks, [executor.submit(self._forward, [encodings[i] for i in chunk]) for chunk in chunks]
 
+    def _encodings(self, texts: list[str]) -> list[Any]:
+        """The texts' encodings: the ones ``token_lengths`` kept (taken, so each is used once), the
+        rest tokenized now."""
+        counted = self._counted
+        found = [counted.pop(t, None) for t in texts]
+        missing = [i for i, e in enumerate(found) if e is None]
+        if missing:
+            for i, encoding in zip(missing, self._tokenizer.encode_batch([texts[i] for i in missing]), strict=True):
+                found[i] = encoding
+        return found
+
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Exact token counts. The encodings are kept for the ``embed`` that follows (the engine
+        counts a window to sort it, then embeds it), so its texts are not tokenized twice."""
         if self._tokenizer is None:
             return super().token_lengths(texts)
-        return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts))]
+        texts = list(texts)
+        encodings = self._tokenizer.encode_batch(texts)
+        if len(self._counted) + len(texts) > _COUNTED_MAX:
+            self._counted.clear()  # counted and never embedded (a failed or cancelled call): drop them
+        self._counted.update(zip(texts, encodings, strict=True))
+        return [len(e.ids) for e in encodings]
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        if self._tokenizer is None:
+            return super().count_tokens(texts)
+        return sum(len(e.ids) for e in self._tokenizer.encode_batch(list(texts)))
 
     def passes(self, lengths: Sequence[int]) -> list[tuple[int, int]]:
         """How texts of these sorted token counts are cut into forward passes (``plan_passes``)."""
@@ -243,6 +270,9 @@ class OnnxProvider(EmbeddingProvider):
             raise EmbeddingError(f"{self.model_id} inference failed: {exc}") from exc
         return _mean_pool_normalise(hidden, mask)
 
+
+_COUNTED_MAX = 4096
+"""Encodings kept between ``token_lengths`` and ``embed``: a few engine windows' worth."""
 
 # The cost of one forward pass of n texts padded to L tokens, in units of one padded token:
 # PASS_OVERHEAD + n * L * (1 + ATTENTION * L). Fitted on MiniLM int8, one thread, by

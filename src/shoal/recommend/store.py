@@ -16,13 +16,14 @@ thread; a small batch paid more for that than for its SQL.
 On SQLite the number of *steps* matters as much: the stdlib driver releases the GIL around every
 ``sqlite3_step``, and a statement steps once per row it reads (``RETURNING``, a ``SELECT``) and
 once per parameter set of an ``executemany``. While the event loop is busy, each step then waits up
-to the interpreter's switch interval (5 ms) to win the GIL back, so a batch of 80 users that stepped
-~300 times spent ~110 ms in the store at 500 events/s (p50), nearly all of it waiting. So on SQLite a batch's reads are
-one statement that returns one row (the applied ids, the profiles and the trends, each aggregated
-into a JSON array by SQLite), and every write is one multi-row ``INSERT``: about six steps a batch,
-however many events it holds. PostgreSQL (asyncpg fetches a statement's rows in one round trip)
-reads rows as they are and records the ids with ``INSERT … RETURNING``, which also makes the check
-atomic against another worker that took the partition over.
+to the interpreter's switch interval (5 ms) to win the GIL back: at 500 events/s a batch of ~80
+events stepped ~300 times and spent ~110 ms in the store (p50), nearly all of it waiting. So on
+SQLite a batch reads with one statement that returns one row (the applied ids, the profiles and the
+trends, each aggregated into a JSON array by SQLite) after ``BEGIN IMMEDIATE``, and writes with one
+multi-row ``INSERT`` a table: six steps a batch, however many events it holds. PostgreSQL (asyncpg
+fetches a statement's rows in one round trip) reads rows as they are and records the ids with
+``INSERT … RETURNING``, which also makes the check atomic against another worker that took the
+partition over.
 """
 
 from __future__ import annotations

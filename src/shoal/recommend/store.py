@@ -327,7 +327,8 @@ class ProfileStore:
         outright if another connection committed in between)."""
         if self._sync is not None:  # a file; an in-memory database has the async engine's one connection
             conn.exec_driver_sql("BEGIN IMMEDIATE")
-        event_ids = list(dict.fromkeys(e for e, _ in events))
+        by_id = dict(events)  # first-seen order of the ids
+        event_ids = list(by_id)
         batch = Batch(applied=set(), profiles={u: Profile(u) for u in users}, trends={})
         for start in range(0, max(len(event_ids), len(users), len(items)), _CHUNK):
             window = slice(start, start + _CHUNK)
@@ -348,7 +349,6 @@ class ProfileStore:
             for item_id, score, at in orjson.loads(row.trends):
                 batch.trends[item_id] = Trend(item_id, float(score), float(at))
         applied_at = time.time()
-        by_id = dict(events)
         batch.unrecorded = [
             {"event_id": e, "user_id": by_id[e], "applied_at": applied_at} for e in event_ids if e not in batch.applied
         ]
@@ -437,23 +437,24 @@ class _RowsInsert:
 
     def __init__(self, dialect: sa.Dialect, table: sa.Table, key: str | None = None) -> None:
         quote = dialect.identifier_preparer.quote
-        self._names = [c.name for c in table.columns]
-        self._processors = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in table.columns]
-        self._head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in self._names)}) VALUES "
-        self._row = "(" + ", ".join("?" * len(self._names)) + ")"
+        names = [c.name for c in table.columns]
+        self._columns = [(c.name, c.type.dialect_impl(dialect).bind_processor(dialect)) for c in table.columns]
+        self._head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) VALUES "
+        self._row = "(" + ", ".join("?" * len(names)) + ")"
         self._tail = (
             ""
             if key is None
             else f" ON CONFLICT ({quote(key)}) DO UPDATE SET "
-            + ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in self._names if n != key)
+            + ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in names if n != key)
         )
 
     def run(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        pairs = list(zip(self._names, self._processors, strict=True))
         for start in range(0, len(rows), _CHUNK):
             chunk = rows[start : start + _CHUNK]
             params = tuple(
-                process(row[name]) if process is not None else row[name] for row in chunk for name, process in pairs
+                process(row[name]) if process is not None else row[name]
+                for row in chunk
+                for name, process in self._columns
             )
             conn.exec_driver_sql(self._head + ", ".join([self._row] * len(chunk)) + self._tail, params)
 
